@@ -1,0 +1,100 @@
+// BnbDist CUDA kernels: the C ABI that src/Backends binds with P/Invoke.
+//
+// Conventions (all functions):
+// - Return 0 on success, otherwise a cudaError_t value (or BNBD_ERR_* below); never exit or abort.
+//   bnbd_error_string(code) gives the text. Launch errors are checked (cudaGetLastError) after every launch.
+// - All data pointers are device pointers. `stream` is a cudaStream_t; NULL is the legacy default stream,
+//   which TorchSharp's own ops use, so kernels on NULL are ordered with them.
+// - Functions are asynchronous on `stream` unless stated; they never synchronize the device.
+// - The caller (C#) validates shapes, dtypes, sizes and blocksizes; kernels may still reject bad arguments
+//   with BNBD_ERR_INVALID_ARGUMENT but must never read or write out of bounds for valid ones.
+// - dtype codes for float tensors: BNBD_F32 = 0, BNBD_BF16 = 1, BNBD_F16 = 2.
+// - quant_type codes for 4-bit: BNBD_FP4 = 0, BNBD_NF4 = 1.
+//
+// Numerical contract (shared with the C# CPU backend, which must give the same bits):
+// - Element values are upcast to f32 exactly. Block b covers elements [b*bs, min(n,(b+1)*bs)).
+// - absmax[b] = max |x| over the block, ignoring NaN (fmaxf semantics); 0 for an all-zero block.
+// - inv = 1.0f / absmax[b], IEEE round-to-nearest (no fast-math reciprocal), and xn = x * inv (RN).
+// - 8-bit code search: code is 256 ascending f32 values. mid[j] = ((code[j] + code[j+1]) RN) * 0.5f for
+//   j = 0..254. The index is the nearest code by these midpoints: idx = number of j with xn > mid[j],
+//   except that when xn == mid[j] exactly, idx = whichever of j, j+1 is even. NaN xn gives idx 0.
+//   (Values beyond the ends clamp to 0 / 255 by this rule.)
+// - 4-bit NF4: code = number of the 15 NF4 thresholds (bnbd_nf4_thresholds in kernels.cu, f32) that xn
+//   strictly exceeds (NaN -> 0). FP4: sign bit 8 if xn < 0; on |xn| the thresholds
+//   > 0.8333333 -> 3, > 0.583333 -> 2, > 0.4166667 -> 5, > 0.29166667 -> 4, > 0.20833333 -> 7,
+//   > 0.0859375 -> 6, > 0.00260417 -> 1, else 0 (f32 constants, strict >). Packing: byte j =
+//   (code[2j] << 4) | code[2j+1]; for odd n the last low nibble is the code of 0.0 (NF4 7, FP4 0).
+// - Dequant: out = f32(table[code] * absmax[b]) (RN, no FMA) cast to the output dtype with RN.
+//   The FP4 dequant table has -0.0 at index 8 (bitsandbytes' CUDA LUT computes 0 * -1).
+// - Double-quant absmax: a = ((nested_code[q[i]] * nested_absmax[i / nested_bs]) RN + offset) RN.
+// - Deterministic mean (bnbd_mean_f32): values are widened to f64; chunk c holds elements
+//   [1024c, 1024c+1024), zero-padded to 1024; P_c = tree sum with s[i] += s[i + stride] for
+//   stride = 512, 256, ..., 1 (in f64); S = sum of P_c for c = 0, 1, ... sequentially in f64;
+//   mean = (float)S * (1.0f / (float)n), each step in f32 with RN (torch's mean multiplies the sum by an f32
+//   1/n factor; this reproduces bitsandbytes' offsets bit for bit). n == 0 gives 0.
+#ifndef BNBDIST_KERNELS_H
+#define BNBDIST_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define BNBD_API __declspec(dllexport)
+#else
+#define BNBD_API __attribute__((visibility("default")))
+#endif
+
+enum { BNBD_F32 = 0, BNBD_BF16 = 1, BNBD_F16 = 2 };
+enum { BNBD_FP4 = 0, BNBD_NF4 = 1 };
+enum { BNBD_ERR_INVALID_ARGUMENT = 100001 };
+
+/// ABI version of this header; the C# side refuses a library with another version.
+#define BNBD_ABI_VERSION 1
+BNBD_API int bnbd_abi_version(void);
+
+/// Text for a return code (cudaGetErrorString for CUDA codes). Never NULL.
+BNBD_API const char* bnbd_error_string(int code);
+
+/// 8-bit blockwise quantization with a 256-entry ascending code (bitsandbytes quantize_blockwise).
+/// A: n elements of `dtype`. If sub_offset is not NULL (device f32[1]), x = f32(A[i]) - *sub_offset (RN)
+/// is quantized instead (double quant of absmax). absmax: ceil(n/bs) f32. out: n bytes.
+/// blocksize: 32..4096, power of two.
+BNBD_API int bnbd_quantize_blockwise(int dtype, const float* code, const void* A, const float* sub_offset,
+                                     float* absmax, uint8_t* out, int64_t n, int blocksize, void* stream);
+
+/// out[i] = f32(code[A[i]] * absmax[i / bs]) cast to dtype.
+BNBD_API int bnbd_dequantize_blockwise(int dtype, const float* code, const uint8_t* A, const float* absmax,
+                                       void* out, int64_t n, int blocksize, void* stream);
+
+/// 4-bit NF4/FP4 blockwise quantization. out: (n+1)/2 bytes; absmax: ceil(n/bs) f32.
+/// blocksize: 32..4096, power of two.
+BNBD_API int bnbd_quantize_4bit(int dtype, int quant_type, const void* A, float* absmax, uint8_t* out,
+                                int64_t n, int blocksize, void* stream);
+
+/// 4-bit dequantization into n elements of dtype. Exactly one of absmax (f32 per block) or the nested set
+/// (qabsmax u8 per block, nested_absmax f32 per nested block, nested_code f32[256], offset f32[1],
+/// nested_blocksize) is given; the other pointers are NULL.
+BNBD_API int bnbd_dequantize_4bit(int dtype, int quant_type, const uint8_t* A, const float* absmax,
+                                  const uint8_t* qabsmax, const float* nested_absmax, const float* nested_code,
+                                  const float* offset, int nested_blocksize, void* out, int64_t n,
+                                  int blocksize, void* stream);
+
+/// Bytes of device workspace bnbd_mean_f32 needs for n values.
+BNBD_API int64_t bnbd_mean_workspace_bytes(int64_t n);
+/// Deterministic mean of n f32 values into out (f32[1]), exactly as defined above.
+BNBD_API int bnbd_mean_f32(const float* x, int64_t n, float* out, void* workspace, void* stream);
+
+/// LLM.int8 row-wise quantization of a row-major [rows, cols] matrix of dtype.
+/// row_stats[r] = max |x| over the row, over elements with |x| < threshold when threshold > 0 (NaN ignored).
+/// scale = 127.0f / row_stats[r] (IEEE), q = round-half-even(x * scale) as int8; elements with
+/// |x| >= threshold (threshold > 0) are written as 0; a row with absmax 0 gives q = 0.
+BNBD_API int bnbd_int8_vectorwise_quant(int dtype, const void* A, int8_t* out, float* row_stats, int64_t rows,
+                                        int64_t cols, float threshold, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,317 @@
+using System.Runtime.Intrinsics;
+using BnbDist.Backends.Interop;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace BnbDist.Backends.Cpu;
+
+/// <summary>
+/// The CPU implementation of every quantization op, in C#: blocks are processed in parallel, absmax and
+/// normalization use SIMD, and the arithmetic follows the kernels' numerical contract bit for bit.
+/// </summary>
+public sealed unsafe class CpuQuantBackend : QuantBackendBase
+{
+    /// <summary>Elements handed to one parallel work item (small enough to spread over cores, large enough to amortize).</summary>
+    private const long ElementsPerTask = 1 << 16;
+
+    /// <inheritdoc/>
+    public override string Name => "cpu";
+
+    /// <inheritdoc/>
+    public override DeviceType DeviceType => DeviceType.CPU;
+
+    /// <inheritdoc/>
+    protected override void QuantizeBlockwiseCore(Tensor A, Tensor code, Tensor? subOffset, Tensor absmax, Tensor output,
+        long n, int blocksize)
+    {
+        var search = new CodeSearch(ReadFloats(code, 256));
+        float? offset = subOffset is null ? null : ReadFloats(subOffset, 1)[0];
+        var dtype = DTypeCode(A.dtype);
+        var pa = (nint)TensorMemory.DataPointer(A);
+        var pabs = (float*)TensorMemory.DataPointer(absmax);
+        var pout = (byte*)TensorMemory.DataPointer(output);
+        ForEachBlockRange(n, blocksize, (firstBlock, endBlock) =>
+        {
+            Span<float> buf = stackalloc float[blocksize];
+            for (var b = firstBlock; b < endBlock; b++)
+            {
+                var start = b * blocksize;
+                var len = (int)Math.Min(blocksize, n - start);
+                var x = buf[..len];
+                ElementIO.Load((void*)pa, dtype, start, x);
+                if (offset is float off)
+                {
+                    for (var i = 0; i < x.Length; i++)
+                    {
+                        x[i] -= off;
+                    }
+                }
+
+                var max = AbsMax(x);
+                pabs[b] = max;
+                var inv = 1f / max;
+                var o = pout + start;
+                for (var i = 0; i < x.Length; i++)
+                {
+                    o[i] = (byte)search.Index(x[i] * inv);
+                }
+            }
+        });
+        GC.KeepAlive(A);
+        GC.KeepAlive(absmax);
+        GC.KeepAlive(output);
+    }
+
+    /// <inheritdoc/>
+    protected override void DequantizeBlockwiseCore(Tensor A, Tensor code, Tensor absmax, Tensor output, long n, int blocksize)
+    {
+        var table = ReadFloats(code, 256);
+        var dtype = DTypeCode(output.dtype);
+        var pa = (byte*)TensorMemory.DataPointer(A);
+        var pabs = (float*)TensorMemory.DataPointer(absmax);
+        var pout = (nint)TensorMemory.DataPointer(output);
+        ForEachBlockRange(n, blocksize, (firstBlock, endBlock) =>
+        {
+            for (var b = firstBlock; b < endBlock; b++)
+            {
+                var start = b * blocksize;
+                var end = Math.Min(start + blocksize, n);
+                var scale = pabs[b];
+                for (var i = start; i < end; i++)
+                {
+                    ElementIO.Store((void*)pout, dtype, i, table[pa[i]] * scale);
+                }
+            }
+        });
+        GC.KeepAlive(A);
+        GC.KeepAlive(absmax);
+        GC.KeepAlive(output);
+    }
+
+    /// <inheritdoc/>
+    protected override void Quantize4BitCore(Tensor A, QuantType quantType, Tensor absmax, Tensor packed, long n, int blocksize)
+    {
+        var dtype = DTypeCode(A.dtype);
+        var pa = (nint)TensorMemory.DataPointer(A);
+        var pabs = (float*)TensorMemory.DataPointer(absmax);
+        var pout = (byte*)TensorMemory.DataPointer(packed);
+        ForEachBlockRange(n, blocksize, (firstBlock, endBlock) =>
+        {
+            Span<float> buf = stackalloc float[blocksize];
+            for (var b = firstBlock; b < endBlock; b++)
+            {
+                var start = b * blocksize;
+                var len = (int)Math.Min(blocksize, n - start);
+                var x = buf[..len];
+                ElementIO.Load((void*)pa, dtype, start, x);
+                var max = AbsMax(x);
+                pabs[b] = max;
+                var inv = 1f / max;
+
+                // Blocks are even-sized, so a byte never straddles two blocks; only the last element may be unpaired.
+                var o = pout + (start >> 1);
+                for (var i = 0; i < len; i += 2)
+                {
+                    var hi = FourBitTables.Encode(x[i] * inv, quantType);
+                    var lo = i + 1 < len
+                        ? FourBitTables.Encode(x[i + 1] * inv, quantType)
+                        : FourBitTables.Encode(0f, quantType);
+                    o[i >> 1] = (byte)((hi << 4) | lo);
+                }
+            }
+        });
+        GC.KeepAlive(A);
+        GC.KeepAlive(absmax);
+        GC.KeepAlive(packed);
+    }
+
+    /// <inheritdoc/>
+    protected override void Dequantize4BitCore(Tensor packed, QuantType quantType, FourBitScales scales, Tensor output,
+        long n, int blocksize)
+    {
+        var table = FourBitTables.DequantTable(quantType).ToArray();
+        var dtype = DTypeCode(output.dtype);
+        var pin = (byte*)TensorMemory.DataPointer(packed);
+        var pout = (nint)TensorMemory.DataPointer(output);
+        var scaleOf = BlockScales(scales, Blocks(n, blocksize));
+        ForEachBlockRange(n, blocksize, (firstBlock, endBlock) =>
+        {
+            for (var b = firstBlock; b < endBlock; b++)
+            {
+                var start = b * blocksize;
+                var end = Math.Min(start + blocksize, n);
+                var scale = scaleOf[b];
+                for (var i = start; i < end; i++)
+                {
+                    var byteValue = pin[i >> 1];
+                    var c = (i & 1) == 0 ? byteValue >> 4 : byteValue & 0xF;
+                    ElementIO.Store((void*)pout, dtype, i, table[c] * scale);
+                }
+            }
+        });
+        GC.KeepAlive(packed);
+        GC.KeepAlive(output);
+    }
+
+    /// <inheritdoc/>
+    protected override void MeanCore(Tensor x, Tensor output, long n)
+    {
+        var px = (float*)TensorMemory.DataPointer(x);
+        // torch's mean (which bitsandbytes uses for the offset) multiplies the sum by an f32 1/n factor.
+        var mean = n == 0 ? 0f : (float)DeterministicSum(px, n) * (1f / n);
+        *(float*)TensorMemory.DataPointer(output) = mean;
+        GC.KeepAlive(x);
+        GC.KeepAlive(output);
+    }
+
+    /// <inheritdoc/>
+    protected override void Int8VectorwiseQuantCore(Tensor A, float threshold, Tensor output, Tensor rowStats, long rows, long cols)
+    {
+        var dtype = DTypeCode(A.dtype);
+        var pa = (nint)TensorMemory.DataPointer(A);
+        var pout = (sbyte*)TensorMemory.DataPointer(output);
+        var pstats = (float*)TensorMemory.DataPointer(rowStats);
+        var outlierMode = threshold > 0f;
+        Parallel.For(0, rows, r =>
+        {
+            var row = new float[cols];
+            ElementIO.Load((void*)pa, dtype, r * cols, row);
+            var max = 0f;
+            foreach (var v in row)
+            {
+                var a = MathF.Abs(v);
+                if (a > max && (!outlierMode || a < threshold))
+                {
+                    max = a;
+                }
+            }
+
+            pstats[r] = max;
+            var scale = 127f / max;
+            var o = pout + (r * cols);
+            for (var c = 0; c < cols; c++)
+            {
+                var v = row[c];
+                var outlier = outlierMode && MathF.Abs(v) >= threshold;
+                o[c] = outlier || max == 0f ? (sbyte)0 : (sbyte)Math.Clamp(MathF.Round(v * scale, MidpointRounding.ToEven), -127f, 127f);
+            }
+        });
+        GC.KeepAlive(A);
+        GC.KeepAlive(output);
+        GC.KeepAlive(rowStats);
+    }
+
+    /// <summary>
+    /// The canonical sum of the deterministic mean: f64 tree sums over chunks of 1024 (s[i] += s[i + stride],
+    /// stride 512 → 1, zero padded), then the chunk sums added in order.
+    /// </summary>
+    internal static double DeterministicSum(float* x, long n)
+    {
+        Span<double> s = stackalloc double[1024];
+        double total = 0;
+        for (long c = 0; c < n; c += 1024)
+        {
+            var len = (int)Math.Min(1024, n - c);
+            for (var i = 0; i < 1024; i++)
+            {
+                s[i] = i < len ? x[c + i] : 0.0;
+            }
+
+            for (var stride = 512; stride >= 1; stride >>= 1)
+            {
+                for (var i = 0; i < stride; i++)
+                {
+                    s[i] += s[i + stride];
+                }
+            }
+
+            total += s[0];
+        }
+
+        return total;
+    }
+
+    /// <summary>max |x| ignoring NaN (a NaN never compares greater), as the CUDA kernels' fmaxf reduction does.</summary>
+    internal static float AbsMax(ReadOnlySpan<float> x)
+    {
+        var i = 0;
+        var max = 0f;
+        if (Vector256.IsHardwareAccelerated && x.Length >= Vector256<float>.Count)
+        {
+            var vmax = Vector256<float>.Zero;
+            for (; i <= x.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                var a = Vector256.Abs(Vector256.Create(x.Slice(i, Vector256<float>.Count)));
+                vmax = Vector256.ConditionalSelect(Vector256.GreaterThan(a, vmax), a, vmax);
+            }
+
+            for (var k = 0; k < Vector256<float>.Count; k++)
+            {
+                var v = vmax.GetElement(k);
+                if (v > max)
+                {
+                    max = v;
+                }
+            }
+        }
+
+        for (; i < x.Length; i++)
+        {
+            var a = MathF.Abs(x[i]);
+            if (a > max)
+            {
+                max = a;
+            }
+        }
+
+        return max;
+    }
+
+    private static float[] BlockScales(FourBitScales scales, long blocks)
+    {
+        var result = new float[blocks];
+        if (!scales.IsNested)
+        {
+            new ReadOnlySpan<float>((float*)TensorMemory.DataPointer(scales.Absmax!), (int)blocks).CopyTo(result);
+            GC.KeepAlive(scales.Absmax);
+            return result;
+        }
+
+        var code = ReadFloats(scales.NestedCode!, 256);
+        var offset = ReadFloats(scales.Offset!, 1)[0];
+        var q = (byte*)TensorMemory.DataPointer(scales.QAbsmax!);
+        var nested = (float*)TensorMemory.DataPointer(scales.NestedAbsmax!);
+        for (long b = 0; b < blocks; b++)
+        {
+            // Two roundings, as bitsandbytes computes dequantize_blockwise(...) and then adds the offset.
+            var scaled = code[q[b]] * nested[b / scales.NestedBlocksize];
+            result[b] = scaled + offset;
+        }
+
+        GC.KeepAlive(scales.QAbsmax);
+        GC.KeepAlive(scales.NestedAbsmax);
+        return result;
+    }
+
+    private static float[] ReadFloats(Tensor t, int count)
+    {
+        var result = new float[count];
+        new ReadOnlySpan<float>((float*)TensorMemory.DataPointer(t), count).CopyTo(result);
+        GC.KeepAlive(t);
+        return result;
+    }
+
+    private static void ForEachBlockRange(long n, int blocksize, Action<long, long> body)
+    {
+        var blocks = Blocks(n, blocksize);
+        var blocksPerTask = Math.Max(1, ElementsPerTask / blocksize);
+        var tasks = (blocks + blocksPerTask - 1) / blocksPerTask;
+        if (tasks == 1)
+        {
+            body(0, blocks);
+            return;
+        }
+
+        Parallel.For(0, tasks, t => body(t * blocksPerTask, Math.Min(blocks, (t + 1) * blocksPerTask)));
+    }
+}

@@ -1,0 +1,248 @@
+using BnbDist.Backends;
+using static TorchSharp.torch;
+
+namespace BnbDist;
+
+/// <summary>
+/// bitsandbytes' functional quantization API in C#: blockwise 8-bit, 4-bit NF4/FP4 with double quantization, and
+/// LLM.int8 row-wise quantization. Ops run on the backend of their tensors' device (CPU or CUDA).
+/// </summary>
+public static class Functional
+{
+    /// <summary>Block size of the nested (double) quantization of 4-bit absmax, as in bitsandbytes.</summary>
+    public const int NestedBlocksize4Bit = 256;
+
+    /// <summary>
+    /// Blockwise 8-bit quantization (bitsandbytes <c>quantize_blockwise</c>): per block of <paramref name="blocksize"/>
+    /// elements, absmax scaling and the nearest entry of a 256-value <paramref name="code"/> (default: the signed dynamic map).
+    /// </summary>
+    /// <param name="A">float32, bfloat16 or float16 tensor, any shape (contiguous).</param>
+    /// <param name="code">f32[256] ascending code book on A's device; null for the signed dynamic map.</param>
+    /// <param name="blocksize">Power of two from 32 to 4096 (bitsandbytes' default 4096).</param>
+    /// <param name="nested">Also quantize the absmax (offset = its mean; same block size), as bitsandbytes' <c>nested=True</c>.</param>
+    /// <param name="absmax">Optional preallocated f32[ceil(n/blocksize)] output.</param>
+    /// <param name="out">Optional preallocated u8 output with A's number of elements.</param>
+    /// <returns>u8 codes with A's shape, and the state needed to dequantize.</returns>
+    public static (Tensor Quantized, QuantState State) QuantizeBlockwise(Tensor A, Tensor? code = null, int blocksize = 4096,
+        bool nested = false, Tensor? absmax = null, Tensor? @out = null)
+    {
+        ArgumentNullException.ThrowIfNull(A);
+        CheckBlocksize(blocksize, nameof(blocksize));
+        var backend = QuantBackends.For(A.device);
+        code ??= CodeBooks.DynamicMap(true, A.device);
+        var n = A.numel();
+        absmax ??= empty(QuantBackendBase.Blocks(n, blocksize), ScalarType.Float32, A.device);
+        @out ??= empty(A.shape, ScalarType.Byte, A.device);
+        CheckShape(@out, A.shape, nameof(@out));
+        backend.QuantizeBlockwise(A, code, null, absmax, @out, blocksize);
+
+        if (!nested)
+        {
+            return (@out, new QuantState(absmax, A.shape, A.dtype, blocksize, code));
+        }
+
+        var (qabsmax, offset, state2) = QuantizeAbsmax(backend, absmax, blocksize);
+        return (@out, new QuantState(qabsmax, A.shape, A.dtype, blocksize, code, null, offset, state2));
+    }
+
+    /// <summary>Inverse of <see cref="QuantizeBlockwise"/>: code[A]·absmax in the state's dtype and shape.</summary>
+    /// <param name="A">u8 codes.</param>
+    /// <param name="state">The state returned with them.</param>
+    /// <param name="out">Optional preallocated output of the state's dtype and number of elements.</param>
+    public static Tensor DequantizeBlockwise(Tensor A, QuantState state, Tensor? @out = null)
+    {
+        ArgumentNullException.ThrowIfNull(A);
+        ArgumentNullException.ThrowIfNull(state);
+        var backend = QuantBackends.For(A.device);
+        var absmax = state.Nested ? DequantizeAbsmax(backend, state) : state.Absmax;
+        @out ??= empty([.. state.Shape], state.DType, A.device);
+        backend.DequantizeBlockwise(A, state.Code, absmax, @out, state.BlockSize);
+        return @out;
+    }
+
+    /// <summary>Dequantizes 8-bit codes from a raw absmax (bitsandbytes' <c>dequantize_blockwise(A, absmax=..., code=...)</c>).</summary>
+    public static Tensor DequantizeBlockwise(Tensor A, Tensor absmax, Tensor? code = null, int blocksize = 4096,
+        ScalarType dtype = ScalarType.Float32, Tensor? @out = null)
+    {
+        ArgumentNullException.ThrowIfNull(A);
+        CheckBlocksize(blocksize, nameof(blocksize));
+        var backend = QuantBackends.For(A.device);
+        code ??= CodeBooks.DynamicMap(true, A.device);
+        @out ??= empty(A.shape, dtype, A.device);
+        backend.DequantizeBlockwise(A, code, absmax, @out, blocksize);
+        return @out;
+    }
+
+    /// <summary>
+    /// 4-bit blockwise quantization (bitsandbytes <c>quantize_4bit</c>): NF4 or FP4 codes, two per byte (element 2i in
+    /// the high nibble), shape [(n+1)/2, 1].
+    /// </summary>
+    /// <param name="A">float32, bfloat16 or float16 tensor (contiguous).</param>
+    /// <param name="blocksize">Power of two from 32 to 4096 (default 64).</param>
+    /// <param name="compressStatistics">Double quantization: absmax − mean quantized to 8 bits in blocks of 256.</param>
+    /// <param name="quantType">NF4 or FP4 (bitsandbytes' default is FP4).</param>
+    /// <param name="absmax">Optional preallocated f32 absmax output (plain statistics only).</param>
+    /// <param name="out">Optional preallocated u8 output of (n+1)/2 elements.</param>
+    public static (Tensor Packed, QuantState State) Quantize4Bit(Tensor A, int blocksize = 64, bool compressStatistics = false,
+        QuantType quantType = QuantType.FP4, Tensor? absmax = null, Tensor? @out = null)
+    {
+        ArgumentNullException.ThrowIfNull(A);
+        CheckBlocksize(blocksize, nameof(blocksize));
+        var backend = QuantBackends.For(A.device);
+        var n = A.numel();
+        absmax ??= empty(QuantBackendBase.Blocks(n, blocksize), ScalarType.Float32, A.device);
+        @out ??= empty([(n + 1) / 2, 1], ScalarType.Byte, A.device);
+        backend.Quantize4Bit(A, quantType, absmax, @out, blocksize);
+        var code = CodeBooks.FourBit(quantType, A.device);
+        if (!compressStatistics)
+        {
+            return (@out, new QuantState(absmax, A.shape, A.dtype, blocksize, code, quantType));
+        }
+
+        var (qabsmax, offset, state2) = QuantizeAbsmax(backend, absmax, NestedBlocksize4Bit);
+        return (@out, new QuantState(qabsmax, A.shape, A.dtype, blocksize, code, quantType, offset, state2));
+    }
+
+    /// <summary><see cref="Quantize4Bit"/> with NF4.</summary>
+    public static (Tensor Packed, QuantState State) QuantizeNF4(Tensor A, int blocksize = 64, bool compressStatistics = false) =>
+        Quantize4Bit(A, blocksize, compressStatistics, QuantType.NF4);
+
+    /// <summary><see cref="Quantize4Bit"/> with FP4.</summary>
+    public static (Tensor Packed, QuantState State) QuantizeFP4(Tensor A, int blocksize = 64, bool compressStatistics = false) =>
+        Quantize4Bit(A, blocksize, compressStatistics, QuantType.FP4);
+
+    /// <summary>Inverse of <see cref="Quantize4Bit"/>: a tensor of the state's shape and dtype.</summary>
+    /// <param name="A">Packed u8 codes.</param>
+    /// <param name="state">A 4-bit state (QuantType set).</param>
+    /// <param name="out">Optional preallocated output of the state's dtype and number of elements.</param>
+    public static Tensor Dequantize4Bit(Tensor A, QuantState state, Tensor? @out = null)
+    {
+        ArgumentNullException.ThrowIfNull(A);
+        ArgumentNullException.ThrowIfNull(state);
+        if (state.QuantType is not QuantType quantType)
+        {
+            throw new ArgumentException("state is an 8-bit state (no QuantType); use DequantizeBlockwise.", nameof(state));
+        }
+
+        var backend = QuantBackends.For(A.device);
+        @out ??= empty([.. state.Shape], state.DType, A.device);
+        var scales = state.Nested
+            ? FourBitScales.Nested(state.Absmax, state.State2!.Absmax, state.State2.Code, state.Offset!, state.State2.BlockSize)
+            : FourBitScales.Plain(state.Absmax);
+        backend.Dequantize4Bit(A, quantType, scales, @out, state.BlockSize);
+        return @out;
+    }
+
+    /// <summary>
+    /// LLM.int8 row-wise quantization (bitsandbytes <c>int8_vectorwise_quant</c>): int8 = round(x·127/rowAbsmax).
+    /// With <paramref name="threshold"/> &gt; 0, values with |x| ≥ threshold are left out of the row absmax, and
+    /// every column holding one (an outlier column) is zeroed in the int8 output when there is more than one row.
+    /// </summary>
+    /// <param name="A">2-D (or more, flattened to rows) float tensor.</param>
+    /// <param name="threshold">Outlier threshold; 0 disables outlier handling.</param>
+    /// <returns>int8 codes of A's shape, f32 row absmax, and the outlier column indices (int64; null when threshold is 0).</returns>
+    public static (Tensor Quantized, Tensor RowStats, Tensor? OutlierCols) Int8VectorwiseQuant(Tensor A, float threshold = 0f)
+    {
+        ArgumentNullException.ThrowIfNull(A);
+        if (A.dim() < 1)
+        {
+            throw new ArgumentException("A must have at least one dimension.", nameof(A));
+        }
+
+        var backend = QuantBackends.For(A.device);
+        var cols = A.shape[^1];
+        var rows = cols == 0 ? 0 : A.numel() / cols;
+        using var a2 = A.reshape(rows, cols);
+        var q = empty(A.shape, ScalarType.Int8, A.device);
+        var rowStats = empty(rows, ScalarType.Float32, A.device);
+        using (var q2 = q.view(rows, cols))
+        {
+            backend.Int8VectorwiseQuant(a2, threshold, q2, rowStats);
+        }
+
+        Tensor? outlierCols = null;
+        if (threshold > 0f)
+        {
+            using var mask = a2.abs().ge(threshold).any(0);
+            outlierCols = mask.nonzero().flatten();
+            if (rows > 1 && outlierCols.numel() > 0)
+            {
+                using var q2 = q.view(rows, cols);
+                q2.index_fill_(1, outlierCols, 0);
+            }
+        }
+
+        return (q, rowStats, outlierCols);
+    }
+
+    /// <summary>Inverse of <see cref="Int8VectorwiseQuant"/>: A·stats·(1/127) as float32, computed as bitsandbytes does.</summary>
+    public static Tensor Int8VectorwiseDequant(Tensor A, Tensor stats)
+    {
+        ArgumentNullException.ThrowIfNull(A);
+        ArgumentNullException.ThrowIfNull(stats);
+        if (A.dtype != ScalarType.Int8)
+        {
+            throw new ArgumentException($"A must be int8; got {A.dtype}.", nameof(A));
+        }
+
+        var rows = A.numel() / Math.Max(1, A.shape[^1]);
+        if (stats.numel() != rows)
+        {
+            throw new ArgumentException($"stats must have one value per row ({rows}); got {stats.numel()}.", nameof(stats));
+        }
+
+        using var s = stats.to_type(ScalarType.Float32).view(-1, 1);
+        using var a = A.reshape(rows, -1).to_type(ScalarType.Float32);
+        using var prod = a * s;
+        return prod.mul(7.874015718698502e-3).to_type(ScalarType.Float32).reshape(A.shape);
+    }
+
+    /// <summary>The deterministic mean of an f32 tensor (the double-quantization offset), identical on CPU and CUDA.</summary>
+    public static Tensor DeterministicMean(Tensor x)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        var output = empty(1, ScalarType.Float32, x.device);
+        using var flat = x.contiguous().flatten();
+        QuantBackends.For(x.device).Mean(flat, output);
+        return output;
+    }
+
+    private static (Tensor QAbsmax, Tensor Offset, QuantState State2) QuantizeAbsmax(IQuantBackend backend, Tensor absmax, int nestedBlocksize)
+    {
+        var offset = empty(1, ScalarType.Float32, absmax.device);
+        backend.Mean(absmax, offset);
+        var code = CodeBooks.DynamicMap(true, absmax.device);
+        var blocks = absmax.numel();
+        var qabsmax = empty(blocks, ScalarType.Byte, absmax.device);
+        var nestedAbsmax = empty(QuantBackendBase.Blocks(blocks, nestedBlocksize), ScalarType.Float32, absmax.device);
+        backend.QuantizeBlockwise(absmax, code, offset, nestedAbsmax, qabsmax, nestedBlocksize);
+        absmax.Dispose();
+        var scalarOffset = offset.reshape([]);
+        return (qabsmax, scalarOffset, new QuantState(nestedAbsmax, [blocks], ScalarType.Float32, nestedBlocksize, code));
+    }
+
+    private static Tensor DequantizeAbsmax(IQuantBackend backend, QuantState state)
+    {
+        var s2 = state.State2!;
+        var absmax = empty(state.Absmax.numel(), ScalarType.Float32, state.Absmax.device);
+        backend.DequantizeBlockwise(state.Absmax, s2.Code, s2.Absmax, absmax, s2.BlockSize);
+        absmax.add_(state.Offset!);
+        return absmax;
+    }
+
+    private static void CheckBlocksize(int blocksize, string name)
+    {
+        if (!QuantBackendBase.IsSupportedBlocksize(blocksize))
+        {
+            throw new ArgumentException($"{name} must be one of 32, 64, 128, 256, 512, 1024, 2048, 4096; got {blocksize}.", name);
+        }
+    }
+
+    private static void CheckShape(Tensor t, long[] shape, string name)
+    {
+        if (!t.shape.SequenceEqual(shape))
+        {
+            throw new ArgumentException($"{name} must have shape [{string.Join(", ", shape)}]; got [{string.Join(", ", t.shape)}].", name);
+        }
+    }
+}
