@@ -17,9 +17,10 @@
 // - inv = 1.0f / absmax[b], IEEE round-to-nearest (no fast-math reciprocal), and xn = x * inv (RN).
 // - 8-bit code search: code is 256 ascending f32 values. mid[j] = ((code[j] + code[j+1]) RN) * 0.5f for
 //   j = 0..254. The index is the nearest code by these midpoints: idx = number of j with xn > mid[j],
-//   except that when xn == mid[j] exactly, idx = whichever of j, j+1 is even. NaN xn gives idx 0.
+//   except that when xn == mid[j] exactly, idx = whichever of j, j+1 is even (if several midpoints equal xn,
+//   which needs repeated code values, the lowest such j decides). NaN xn gives idx 0.
 //   (Values beyond the ends clamp to 0 / 255 by this rule.)
-// - 4-bit NF4: code = number of the 15 NF4 thresholds (bnbd_nf4_thresholds in kernels.cu, f32) that xn
+// - 4-bit NF4: code = number of the 15 NF4 thresholds (bnbd_nf4_thresholds in src/codebooks.cuh, f32) that xn
 //   strictly exceeds (NaN -> 0). FP4: sign bit 8 if xn < 0; on |xn| the thresholds
 //   > 0.8333333 -> 3, > 0.583333 -> 2, > 0.4166667 -> 5, > 0.29166667 -> 4, > 0.20833333 -> 7,
 //   > 0.0859375 -> 6, > 0.00260417 -> 1, else 0 (f32 constants, strict >). Packing: byte j =
@@ -89,8 +90,10 @@ BNBD_API int bnbd_mean_f32(const float* x, int64_t n, float* out, void* workspac
 
 /// LLM.int8 row-wise quantization of a row-major [rows, cols] matrix of dtype.
 /// row_stats[r] = max |x| over the row, over elements with |x| < threshold when threshold > 0 (NaN ignored).
-/// scale = 127.0f / row_stats[r] (IEEE), q = round-half-even(x * scale) as int8; elements with
-/// |x| >= threshold (threshold > 0) are written as 0; a row with absmax 0 gives q = 0.
+/// scale = 127.0f / row_stats[r] (IEEE), q = round-half-even(x * scale (RN)) saturated to [-127, 127] as int8
+/// (saturation only matters when 127 / absmax overflows to inf, i.e. absmax < 127 / FLT_MAX); elements with
+/// |x| >= threshold (threshold > 0) are written as 0; NaN products (NaN x, 0 * inf) give 0, so a row with
+/// absmax 0 gives q = 0.
 BNBD_API int bnbd_int8_vectorwise_quant(int dtype, const void* A, int8_t* out, float* row_stats, int64_t rows,
                                         int64_t cols, float threshold, void* stream);
 

@@ -67,8 +67,13 @@ public static class CodeBooks
     private static Tensor Cached(string name, Device? device, Func<float[]> make)
     {
         device ??= CPU;
-        // A clone, so that callers that store it (QuantState) never alias the cache.
-        return Cache.GetOrAdd((name, device.ToString()), _ => tensor(make(), ScalarType.Float32).to(device)).clone();
+        // The cached tensor must outlive any DisposeScope the first caller happened to be in; callers get a clone,
+        // so a QuantState never aliases the cache.
+        return Cache.GetOrAdd((name, device.ToString()), _ =>
+        {
+            using var host = tensor(make(), ScalarType.Float32);
+            return host.to(device).DetachFromDisposeScope();
+        }).clone();
     }
 
     private static void AddScaledMeans(List<float> data, float[] boundaries, float scale, bool signed)

@@ -1,3 +1,4 @@
+using TorchSharp;
 using BnbDist.Backends;
 
 namespace BnbDist.Tests;
@@ -38,6 +39,23 @@ public class CodeBooksTests
 
         Assert.False(float.IsNegative(saved[8]));
         Assert.True(float.IsNegative(deq[8]));
+    }
+
+    [Fact]
+    public void CachedCodeBooksSurviveTheFirstCallersDisposeScope()
+    {
+        // The first use of a cached code book may happen inside a user's DisposeScope; the cache must not die with it.
+        using (var scope = torch.NewDisposeScope())
+        {
+            using var x = torch.randn(1000);
+            Functional.QuantizeFP4(x);
+            Functional.QuantizeBlockwise(x, blocksize: 64);
+        }
+
+        using var y = torch.randn(1000);
+        var (q, s) = Functional.QuantizeBlockwise(y, blocksize: 64);
+        Assert.Equal(256, s.Code.numel());
+        Assert.Equal(16, Functional.QuantizeFP4(y).State.Code.numel());
     }
 
     [Fact]

@@ -1,0 +1,96 @@
+using System.CommandLine;
+using System.Text.RegularExpressions;
+using BnbDist.Backends.Interop;
+using BnbDist.Bench;
+using Spectre.Console;
+using TorchSharp;
+
+TorchRuntime.PreloadFromEnvironment();
+
+var deviceOpt = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
+var outOpt = new Option<string?>("--out") { Description = "Results JSON (default bench/results/gpu-<gpu>.json or cpu-<n>core.json); existing rows of other benchmarks are kept." };
+var repeatsOpt = new Option<int?>("--repeats") { Description = "Timed repetitions (default 30 on CUDA, 5 on CPU)." };
+var warmupOpt = new Option<int>("--warmup") { Description = "Untimed warm-up runs.", DefaultValueFactory = _ => 3 };
+var elementsOpt = new Option<long>("--elements") { Description = "Elements of the 8-bit blockwise cases.", DefaultValueFactory = _ => 268435456 };
+var sideOpt = new Option<long>("--side") { Description = "Side of the square 4-bit matrix.", DefaultValueFactory = _ => 8192 };
+var root = new RootCommand("BnbDist benchmarks: quantization kernels against the device's copy bandwidth.")
+{
+    deviceOpt, outOpt, repeatsOpt, warmupOpt, elementsOpt, sideOpt,
+};
+root.SetAction(r =>
+{
+    var device = new torch.Device(r.GetValue(deviceOpt)!);
+    var repeats = r.GetValue(repeatsOpt) ?? (device.type == DeviceType.CUDA ? 30 : 5);
+    string deviceName;
+    if (device.type == DeviceType.CUDA)
+    {
+        var idx = Math.Max(0, device.index);
+        CudaRuntime.SetDevice(idx);
+        var (major, minor) = CudaRuntime.ComputeCapability(idx);
+        deviceName = $"{CudaRuntime.DeviceName(idx)} (sm_{major}{minor})";
+    }
+    else
+    {
+        deviceName = $"CPU: {CpuModel()} ({Environment.ProcessorCount} threads)";
+    }
+
+    var outPath = r.GetValue(outOpt) ?? DefaultPath(device, deviceName);
+    using var timing = new Timing(device, r.GetValue(warmupOpt), repeats);
+    AnsiConsole.MarkupLine($"Benchmarking on [bold]{Markup.Escape(deviceName)}[/], median of {repeats}...");
+    var copy = CopyBandwidth.Measure(device, timing, 1L << 30);
+    AnsiConsole.MarkupLine($"copy bandwidth (1 GiB, read+write): [bold]{copy:F1} GB/s[/]");
+
+    var results = new List<BenchResult>();
+    var table = new Table().AddColumns("name", "median ms", "GB/s", "% of copy", "min ms", "max ms");
+    foreach (var res in new QuantizationBench(device, timing, r.GetValue(elementsOpt), r.GetValue(sideOpt)).Run())
+    {
+        results.Add(res);
+        table.AddRow(res.Name, $"{res.MedianMs:F4}", $"{res.GBps:F1}", $"{100 * res.GBps / copy:F1}", $"{res.MinMs:F4}", $"{res.MaxMs:F4}");
+    }
+
+    AnsiConsole.Write(table);
+    ResultsFile.Write(outPath, deviceName, copy, results, new Dictionary<string, string>
+    {
+        ["command"] = $"dotnet bnbdist-bench.dll {string.Join(' ', args)}",
+    });
+    AnsiConsole.MarkupLine($"wrote {Markup.Escape(outPath)}");
+    return 0;
+});
+return root.Parse(args).Invoke();
+
+static string DefaultPath(torch.Device device, string deviceName)
+{
+    var root = FindRepoRoot() ?? Directory.GetCurrentDirectory();
+    var name = device.type == DeviceType.CUDA
+        ? "gpu-" + (Regex.Match(deviceName, @"(H100|H200|A100|L40S|L4|A10G|RTX \d+|V100|T4)", RegexOptions.IgnoreCase) is { Success: true } m
+            ? m.Value.Replace(" ", string.Empty, StringComparison.Ordinal).ToLowerInvariant()
+            : "cuda")
+        : $"cpu-{Environment.ProcessorCount}core";
+    return Path.Combine(root, "bench", "results", name + ".json");
+}
+
+static string? FindRepoRoot()
+{
+    for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
+    {
+        if (File.Exists(Path.Combine(dir.FullName, "BnbDist.sln")))
+        {
+            return dir.FullName;
+        }
+    }
+
+    return null;
+}
+
+static string CpuModel()
+{
+    try
+    {
+        var line = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal));
+        return line?.Split(':', 2)[1].Trim() ?? "unknown";
+    }
+    catch (IOException)
+    {
+        return "unknown";
+    }
+}
