@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace BnbDist.Backends;
 
 /// <summary>The fixed 4-bit code books and decision thresholds of bitsandbytes' NF4 and FP4 kernels.</summary>
@@ -46,26 +48,33 @@ public static class FourBitTables
     public static byte Encode(float xn, QuantType type) => type == QuantType.NF4 ? EncodeNF4(xn) : EncodeFP4(xn);
 
     /// <summary>NF4 code: the number of thresholds <paramref name="xn"/> strictly exceeds (NaN gives 0).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static byte EncodeNF4(float xn)
     {
         var t = NF4Thresholds;
-        byte code = 0;
-        for (var i = 0; i < t.Length; i++)
+        var code = 0;
+        for (var i = 0; i < 15; i++)
         {
-            code += xn > t[i] ? (byte)1 : (byte)0;
+            code += xn > t[i] ? 1 : 0;
         }
 
-        return code;
+        return (byte)code;
     }
 
     /// <summary>FP4 code: sign bit 8 for negative values, magnitude by bitsandbytes' threshold tree (ties go down).</summary>
+    /// <remarks>
+    /// The tree's thresholds are ascending in magnitude, so the tree equals "count the thresholds |x| exceeds" followed by
+    /// a rank → code map; counting needs no branches.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static byte EncodeFP4(float xn)
     {
-        var sign = xn < 0f ? 8 : 0;
         var a = MathF.Abs(xn);
-        int m = a > 0.29166667f
-            ? (a > 0.583333f ? (a > 0.8333333f ? 3 : 2) : (a > 0.4166667f ? 5 : 4))
-            : (a > 0.0859375f ? (a > 0.20833333f ? 7 : 6) : (a > 0.00260417f ? 1 : 0));
-        return (byte)(sign | m);
+        var rank = (a > 0.00260417f ? 1 : 0) + (a > 0.0859375f ? 1 : 0) + (a > 0.20833333f ? 1 : 0) + (a > 0.29166667f ? 1 : 0)
+                 + (a > 0.4166667f ? 1 : 0) + (a > 0.583333f ? 1 : 0) + (a > 0.8333333f ? 1 : 0);
+        return (byte)((xn < 0f ? 8 : 0) | FP4RankToCode[rank]);
     }
+
+    /// <summary>FP4 magnitude code of each rank (number of thresholds exceeded): 0, 0.0052, 0.167, 0.25, 0.333, 0.5, 0.667, 1.</summary>
+    private static ReadOnlySpan<byte> FP4RankToCode => [0, 1, 6, 7, 4, 5, 2, 3];
 }

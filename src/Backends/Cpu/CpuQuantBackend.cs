@@ -41,9 +41,9 @@ public sealed unsafe class CpuQuantBackend : QuantBackendBase
                 ElementIO.Load((void*)pa, dtype, start, x);
                 if (offset is float off)
                 {
-                    for (var i = 0; i < x.Length; i++)
+                    for (var k = 0; k < x.Length; k++)
                     {
-                        x[i] -= off;
+                        x[k] -= off;
                     }
                 }
 
@@ -51,7 +51,16 @@ public sealed unsafe class CpuQuantBackend : QuantBackendBase
                 pabs[b] = max;
                 var inv = 1f / max;
                 var o = pout + start;
-                for (var i = 0; i < x.Length; i++)
+                var i = 0;
+                if (SimdEncode.Enabled)
+                {
+                    fixed (float* px = x)
+                    {
+                        i = SimdEncode.Quantize8(px, len, inv, search, o);
+                    }
+                }
+
+                for (; i < x.Length; i++)
                 {
                     o[i] = (byte)search.Index(x[i] * inv);
                 }
@@ -77,7 +86,13 @@ public sealed unsafe class CpuQuantBackend : QuantBackendBase
                 var start = b * blocksize;
                 var end = Math.Min(start + blocksize, n);
                 var scale = pabs[b];
-                for (var i = start; i < end; i++)
+                long i = start;
+                fixed (float* t = table)
+                {
+                    i += SimdDecode.Dequantize8(pa + start, t, scale, (int)(end - start), (void*)(pout + (start * ElementSize(dtype))), dtype);
+                }
+
+                for (; i < end; i++)
                 {
                     ElementIO.Store((void*)pout, dtype, i, table[pa[i]] * scale);
                 }
@@ -110,7 +125,16 @@ public sealed unsafe class CpuQuantBackend : QuantBackendBase
 
                 // Blocks are even-sized, so a byte never straddles two blocks; only the last element may be unpaired.
                 var o = pout + (start >> 1);
-                for (var i = 0; i < len; i += 2)
+                var i = 0;
+                if (SimdEncode.Enabled)
+                {
+                    fixed (float* px = x)
+                    {
+                        i = SimdEncode.Quantize4(px, len, inv, quantType, o);
+                    }
+                }
+
+                for (; i < len; i += 2)
                 {
                     var hi = FourBitTables.Encode(x[i] * inv, quantType);
                     var lo = i + 1 < len
@@ -130,6 +154,8 @@ public sealed unsafe class CpuQuantBackend : QuantBackendBase
         long n, int blocksize)
     {
         var table = FourBitTables.DequantTable(quantType).ToArray();
+        var tableLo = Vector256.Create(table.AsSpan(0, 8));
+        var tableHi = Vector256.Create(table.AsSpan(8, 8));
         var dtype = DTypeCode(output.dtype);
         var pin = (byte*)TensorMemory.DataPointer(packed);
         var pout = (nint)TensorMemory.DataPointer(output);
@@ -141,7 +167,8 @@ public sealed unsafe class CpuQuantBackend : QuantBackendBase
                 var start = b * blocksize;
                 var end = Math.Min(start + blocksize, n);
                 var scale = scaleOf[b];
-                for (var i = start; i < end; i++)
+                var i = start + SimdDecode.Dequantize4(pin, start, (int)(end - start), tableLo, tableHi, scale, (void*)pout, dtype);
+                for (; i < end; i++)
                 {
                     var byteValue = pin[i >> 1];
                     var c = (i & 1) == 0 ? byteValue >> 4 : byteValue & 0xF;
@@ -266,6 +293,8 @@ public sealed unsafe class CpuQuantBackend : QuantBackendBase
 
         return max;
     }
+
+    private static int ElementSize(int dtype) => dtype == 0 ? 4 : 2;
 
     private static float[] BlockScales(FourBitScales scales, long blocks)
     {

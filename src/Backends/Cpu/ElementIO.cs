@@ -16,7 +16,13 @@ internal static unsafe class ElementIO
             case 1:
                 {
                     var s = (ushort*)src + start;
-                    for (var i = 0; i < dst.Length; i++)
+                    int i;
+                    fixed (float* d = dst)
+                    {
+                        i = SimdDecode.LoadBFloat16(s, d, dst.Length);
+                    }
+
+                    for (; i < dst.Length; i++)
                     {
                         dst[i] = BitConverter.Int32BitsToSingle(s[i] << 16);
                     }
