@@ -79,10 +79,14 @@ internal sealed class QuantizationBench(Device device, Timing timing, long eleme
 
         var blocks = QuantBackendBase.Blocks(n, 64);
         var statBytes = blocks + (4 * QuantBackendBase.Blocks(blocks, 256)) + 4;
+        // Preallocated outputs, as for the 8-bit rows: on the CPU a fresh allocation's first-touch page faults would
+        // otherwise dominate (libtorch's CPU allocator returns large blocks to the OS); the GPU's caching allocator has no such cost.
+        var packedOut = empty([n / 2, 1], ScalarType.Byte, device);
+        var absmaxOut = empty(blocks, ScalarType.Float32, device);
         var t = timing.Measure(i =>
         {
             using var scope = NewDisposeScope();
-            Functional.QuantizeNF4(inputs[i % 2], 64, compressStatistics: true);
+            Functional.Quantize4Bit(inputs[i % 2], 64, true, QuantType.NF4, absmaxOut, packedOut);
         });
         // Bytes: read bf16 once, write packed + u8 absmax + nested stats (the f32 absmax round trip is internal).
         yield return Row($"quantize_4bit_nf4_bf16_{name}_dq", t, (2 * n) + (n / 2) + statBytes);

@@ -32,13 +32,15 @@ public sealed unsafe class CpuQuantBackend : QuantBackendBase
         var pout = (byte*)TensorMemory.DataPointer(output);
         ForEachBlockRange(n, blocksize, (firstBlock, endBlock) =>
         {
-            Span<float> buf = stackalloc float[blocksize];
+            // Convert the task's whole range to f32 at once: one bulk conversion instead of one per (small) block.
+            var rangeStart = firstBlock * blocksize;
+            var all = TaskBuffer((int)(Math.Min(n, endBlock * blocksize) - rangeStart));
+            ElementIO.Load((void*)pa, dtype, rangeStart, all);
             for (var b = firstBlock; b < endBlock; b++)
             {
                 var start = b * blocksize;
                 var len = (int)Math.Min(blocksize, n - start);
-                var x = buf[..len];
-                ElementIO.Load((void*)pa, dtype, start, x);
+                var x = all.Slice((int)(start - rangeStart), len);
                 if (offset is float off)
                 {
                     for (var k = 0; k < x.Length; k++)
@@ -112,13 +114,15 @@ public sealed unsafe class CpuQuantBackend : QuantBackendBase
         var pout = (byte*)TensorMemory.DataPointer(packed);
         ForEachBlockRange(n, blocksize, (firstBlock, endBlock) =>
         {
-            Span<float> buf = stackalloc float[blocksize];
+            // Convert the task's whole range to f32 at once: one bulk conversion instead of one per (small) block.
+            var rangeStart = firstBlock * blocksize;
+            var all = TaskBuffer((int)(Math.Min(n, endBlock * blocksize) - rangeStart));
+            ElementIO.Load((void*)pa, dtype, rangeStart, all);
             for (var b = firstBlock; b < endBlock; b++)
             {
                 var start = b * blocksize;
                 var len = (int)Math.Min(blocksize, n - start);
-                var x = buf[..len];
-                ElementIO.Load((void*)pa, dtype, start, x);
+                var x = all.Slice((int)(start - rangeStart), len);
                 var max = AbsMax(x);
                 pabs[b] = max;
                 var inv = 1f / max;
@@ -294,7 +298,20 @@ public sealed unsafe class CpuQuantBackend : QuantBackendBase
         return max;
     }
 
+    [ThreadStatic]
+    private static float[]? taskBuffer;
+
     private static int ElementSize(int dtype) => dtype == 0 ? 4 : 2;
+
+    private static Span<float> TaskBuffer(int length)
+    {
+        if (taskBuffer is null || taskBuffer.Length < length)
+        {
+            taskBuffer = new float[Math.Max(length, (int)ElementsPerTask)];
+        }
+
+        return taskBuffer.AsSpan(0, length);
+    }
 
     private static float[] BlockScales(FourBitScales scales, long blocks)
     {

@@ -31,6 +31,7 @@ public static class Functional
         var backend = QuantBackends.For(A.device);
         code ??= CodeBooks.DynamicMap(true, A.device);
         var n = A.numel();
+        var ownAbsmax = absmax is null;
         absmax ??= empty(QuantBackendBase.Blocks(n, blocksize), ScalarType.Float32, A.device);
         @out ??= empty(A.shape, ScalarType.Byte, A.device);
         CheckShape(@out, A.shape, nameof(@out));
@@ -42,6 +43,11 @@ public static class Functional
         }
 
         var (qabsmax, offset, state2) = QuantizeAbsmax(backend, absmax, blocksize);
+        if (ownAbsmax)
+        {
+            absmax.Dispose();
+        }
+
         return (@out, new QuantState(qabsmax, A.shape, A.dtype, blocksize, code, null, offset, state2));
     }
 
@@ -90,6 +96,7 @@ public static class Functional
         CheckBlocksize(blocksize, nameof(blocksize));
         var backend = QuantBackends.For(A.device);
         var n = A.numel();
+        var ownAbsmax = absmax is null;
         absmax ??= empty(QuantBackendBase.Blocks(n, blocksize), ScalarType.Float32, A.device);
         @out ??= empty([(n + 1) / 2, 1], ScalarType.Byte, A.device);
         backend.Quantize4Bit(A, quantType, absmax, @out, blocksize);
@@ -100,6 +107,11 @@ public static class Functional
         }
 
         var (qabsmax, offset, state2) = QuantizeAbsmax(backend, absmax, NestedBlocksize4Bit);
+        if (ownAbsmax)
+        {
+            absmax.Dispose(); // the f32 absmax lives on only in quantized form
+        }
+
         return (@out, new QuantState(qabsmax, A.shape, A.dtype, blocksize, code, quantType, offset, state2));
     }
 
@@ -216,7 +228,6 @@ public static class Functional
         var qabsmax = empty(blocks, ScalarType.Byte, absmax.device);
         var nestedAbsmax = empty(QuantBackendBase.Blocks(blocks, nestedBlocksize), ScalarType.Float32, absmax.device);
         backend.QuantizeBlockwise(absmax, code, offset, nestedAbsmax, qabsmax, nestedBlocksize);
-        absmax.Dispose();
         var scalarOffset = offset.reshape([]);
         return (qabsmax, scalarOffset, new QuantState(nestedAbsmax, [blocks], ScalarType.Float32, nestedBlocksize, code));
     }

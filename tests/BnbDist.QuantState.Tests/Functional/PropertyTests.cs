@@ -111,6 +111,24 @@ public class PropertyTests
     }
 
     [Fact]
+    public void CallerSuppliedOutputsAreFilledAndNeverDisposed()
+    {
+        using var x = randn(5000);
+        using var absmax = empty(QuantBackendBase.Blocks(5000, 64));
+        using var packed = empty([2500, 1], ScalarType.Byte);
+        var (p, s) = Functional.Quantize4Bit(x, 64, compressStatistics: true, QuantType.NF4, absmax, packed);
+        Assert.Same(packed, p);
+        var (_, plain) = Functional.Quantize4Bit(x, 64, false, QuantType.NF4);
+        Assert.True(absmax.equal(plain.Absmax).all().item<bool>()); // still alive, holding the f32 absmax
+        using var q8 = empty(5000, ScalarType.Byte);
+        using var a8 = empty(QuantBackendBase.Blocks(5000, 256));
+        var (q, s8) = Functional.QuantizeBlockwise(x, blocksize: 256, nested: true, absmax: a8, @out: q8);
+        Assert.Same(q8, q);
+        Assert.Equal(s8.State2!.Absmax.numel(), QuantBackendBase.Blocks(a8.numel(), 256));
+        Assert.True(a8.abs().max().item<float>() > 0);
+    }
+
+    [Fact]
     public void DoubleQuantOffsetIsTheDeterministicMean()
     {
         var rng = new Random(7);
