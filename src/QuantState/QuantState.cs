@@ -60,6 +60,7 @@ public sealed class QuantState
     public int BlockSize { get; }
 
     /// <summary>The code book: 16 values for 4-bit (bitsandbytes' <c>quant_map</c>), 256 for 8-bit.</summary>
+    /// <remarks>States made by <see cref="Functional"/> share one cached code-book tensor per device: read it, don't modify it in place.</remarks>
     public Tensor Code { get; }
 
     /// <summary>NF4 or FP4 for 4-bit states; null for 8-bit.</summary>
@@ -93,15 +94,16 @@ public sealed class QuantState
             throw new InvalidOperationException("Only 4-bit quant states (NF4/FP4) have bitsandbytes' packed serialized form.");
         }
 
+        // Code books may be the shared CodeBooks cache: hand out copies, so disposing the dictionary is always safe.
         var result = new Dictionary<string, Tensor>
         {
             ["absmax"] = Absmax.cpu(),
-            ["quant_map"] = Code.cpu(),
+            ["quant_map"] = CopyToCpu(Code),
         };
         if (State2 is not null)
         {
             result["nested_absmax"] = State2.Absmax.cpu();
-            result["nested_quant_map"] = State2.Code.cpu();
+            result["nested_quant_map"] = CopyToCpu(State2.Code);
         }
 
         var blob = Encoding.UTF8.GetBytes(PackedJson());
@@ -221,6 +223,8 @@ public sealed class QuantState
 
         return sb.Append('}').ToString();
     }
+
+    private static Tensor CopyToCpu(Tensor t) => t.device_type == TorchSharp.DeviceType.CPU ? t.clone() : t.cpu();
 
     private static Tensor Require(Dictionary<string, (string Key, Tensor Value)> entries, string name, ScalarType dtype, long numel)
     {

@@ -26,50 +26,24 @@ public sealed unsafe class CpuQuantBackend : QuantBackendBase
     {
         var search = new CodeSearch(ReadFloats(code, 256));
         float? offset = subOffset is null ? null : ReadFloats(subOffset, 1)[0];
-        var dtype = DTypeCode(A.dtype);
-        var pa = (nint)TensorMemory.DataPointer(A);
-        var pabs = (float*)TensorMemory.DataPointer(absmax);
         var pout = (byte*)TensorMemory.DataPointer(output);
-        ForEachBlockRange(n, blocksize, (firstBlock, endBlock) =>
+        ForEachScaledBlock(A, absmax, n, blocksize, offset, (start, x, inv) =>
         {
-            // Convert the task's whole range to f32 at once: one bulk conversion instead of one per (small) block.
-            var rangeStart = firstBlock * blocksize;
-            var all = TaskBuffer((int)(Math.Min(n, endBlock * blocksize) - rangeStart));
-            ElementIO.Load((void*)pa, dtype, rangeStart, all);
-            for (var b = firstBlock; b < endBlock; b++)
+            var o = pout + start;
+            var i = 0;
+            if (SimdEncode.Enabled)
             {
-                var start = b * blocksize;
-                var len = (int)Math.Min(blocksize, n - start);
-                var x = all.Slice((int)(start - rangeStart), len);
-                if (offset is float off)
+                fixed (float* px = x)
                 {
-                    for (var k = 0; k < x.Length; k++)
-                    {
-                        x[k] -= off;
-                    }
-                }
-
-                var max = AbsMax(x);
-                pabs[b] = max;
-                var inv = 1f / max;
-                var o = pout + start;
-                var i = 0;
-                if (SimdEncode.Enabled)
-                {
-                    fixed (float* px = x)
-                    {
-                        i = SimdEncode.Quantize8(px, len, inv, search, o);
-                    }
-                }
-
-                for (; i < x.Length; i++)
-                {
-                    o[i] = (byte)search.Index(x[i] * inv);
+                    i = SimdEncode.Quantize8(px, x.Length, inv, search, o);
                 }
             }
+
+            for (; i < x.Length; i++)
+            {
+                o[i] = (byte)search.Index(x[i] * inv);
+            }
         });
-        GC.KeepAlive(A);
-        GC.KeepAlive(absmax);
         GC.KeepAlive(output);
     }
 
@@ -108,48 +82,28 @@ public sealed unsafe class CpuQuantBackend : QuantBackendBase
     /// <inheritdoc/>
     protected override void Quantize4BitCore(Tensor A, QuantType quantType, Tensor absmax, Tensor packed, long n, int blocksize)
     {
-        var dtype = DTypeCode(A.dtype);
-        var pa = (nint)TensorMemory.DataPointer(A);
-        var pabs = (float*)TensorMemory.DataPointer(absmax);
         var pout = (byte*)TensorMemory.DataPointer(packed);
-        ForEachBlockRange(n, blocksize, (firstBlock, endBlock) =>
+        ForEachScaledBlock(A, absmax, n, blocksize, null, (start, x, inv) =>
         {
-            // Convert the task's whole range to f32 at once: one bulk conversion instead of one per (small) block.
-            var rangeStart = firstBlock * blocksize;
-            var all = TaskBuffer((int)(Math.Min(n, endBlock * blocksize) - rangeStart));
-            ElementIO.Load((void*)pa, dtype, rangeStart, all);
-            for (var b = firstBlock; b < endBlock; b++)
+            // Blocks are even-sized, so a byte never straddles two blocks; only the last element may be unpaired.
+            var o = pout + (start >> 1);
+            var len = x.Length;
+            var i = 0;
+            if (SimdEncode.Enabled)
             {
-                var start = b * blocksize;
-                var len = (int)Math.Min(blocksize, n - start);
-                var x = all.Slice((int)(start - rangeStart), len);
-                var max = AbsMax(x);
-                pabs[b] = max;
-                var inv = 1f / max;
-
-                // Blocks are even-sized, so a byte never straddles two blocks; only the last element may be unpaired.
-                var o = pout + (start >> 1);
-                var i = 0;
-                if (SimdEncode.Enabled)
+                fixed (float* px = x)
                 {
-                    fixed (float* px = x)
-                    {
-                        i = SimdEncode.Quantize4(px, len, inv, quantType, o);
-                    }
-                }
-
-                for (; i < len; i += 2)
-                {
-                    var hi = FourBitTables.Encode(x[i] * inv, quantType);
-                    var lo = i + 1 < len
-                        ? FourBitTables.Encode(x[i + 1] * inv, quantType)
-                        : FourBitTables.Encode(0f, quantType);
-                    o[i >> 1] = (byte)((hi << 4) | lo);
+                    i = SimdEncode.Quantize4(px, len, inv, quantType, o);
                 }
             }
+
+            for (; i < len; i += 2)
+            {
+                var hi = FourBitTables.Encode(x[i] * inv, quantType);
+                var lo = i + 1 < len ? FourBitTables.Encode(x[i + 1] * inv, quantType) : FourBitTables.Encode(0f, quantType);
+                o[i >> 1] = (byte)((hi << 4) | lo);
+            }
         });
-        GC.KeepAlive(A);
-        GC.KeepAlive(absmax);
         GC.KeepAlive(packed);
     }
 
@@ -346,6 +300,44 @@ public sealed unsafe class CpuQuantBackend : QuantBackendBase
         GC.KeepAlive(t);
         return result;
     }
+
+    /// <summary>
+    /// The shared front half of every quantizer: blocks in parallel, each loaded as f32 (minus <paramref name="offset"/>),
+    /// its absmax (NaN ignored) written to <paramref name="absmax"/>, then handed to <paramref name="encode"/> with 1/absmax.
+    /// </summary>
+    private static void ForEachScaledBlock(Tensor A, Tensor absmax, long n, int blocksize, float? offset, ScaledBlockAction encode)
+    {
+        var dtype = DTypeCode(A.dtype);
+        var pa = (nint)TensorMemory.DataPointer(A);
+        var pabs = (float*)TensorMemory.DataPointer(absmax);
+        ForEachBlockRange(n, blocksize, (firstBlock, endBlock) =>
+        {
+            // Convert the task's whole range to f32 at once: one bulk conversion instead of one per (small) block.
+            var rangeStart = firstBlock * blocksize;
+            var all = TaskBuffer((int)(Math.Min(n, endBlock * blocksize) - rangeStart));
+            ElementIO.Load((void*)pa, dtype, rangeStart, all);
+            for (var b = firstBlock; b < endBlock; b++)
+            {
+                var start = b * blocksize;
+                var x = all.Slice((int)(start - rangeStart), (int)Math.Min(blocksize, n - start));
+                if (offset is float off)
+                {
+                    for (var k = 0; k < x.Length; k++)
+                    {
+                        x[k] -= off;
+                    }
+                }
+
+                var max = AbsMax(x);
+                pabs[b] = max;
+                encode(start, x, 1f / max);
+            }
+        });
+        GC.KeepAlive(A);
+        GC.KeepAlive(absmax);
+    }
+
+    private delegate void ScaledBlockAction(long start, Span<float> x, float inv);
 
     private static void ForEachBlockRange(long n, int blocksize, Action<long, long> body)
     {

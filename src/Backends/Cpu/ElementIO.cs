@@ -50,16 +50,22 @@ internal static unsafe class ElementIO
         switch (dtype)
         {
             case 0:
-                ((float*)dst)[i] = v;
+                ((float*)dst)[i] = float.IsNaN(v) ? CanonicalNaN : v;
                 break;
             case 1:
                 ((ushort*)dst)[i] = ToBFloat16(v);
                 break;
             default:
-                ((ushort*)dst)[i] = BitConverter.HalfToUInt16Bits((Half)v);
+                ((ushort*)dst)[i] = float.IsNaN(v) ? (ushort)0x7FFF : BitConverter.HalfToUInt16Bits((Half)v);
                 break;
         }
     }
+
+    /// <summary>
+    /// The NaN CUDA produces (0x7FFFFFFF). x86 produces 0xFFC00000 for 0·∞; outputs use CUDA's pattern (and 0x7FFF for
+    /// bf16/f16, as CUDA's conversions do) so that CPU and CUDA results are equal bit for bit, NaNs included.
+    /// </summary>
+    public static readonly float CanonicalNaN = BitConverter.Int32BitsToSingle(0x7FFFFFFF);
 
     /// <summary>f32 → bf16 bits, round to nearest even; NaN becomes the canonical quiet NaN 0x7FFF.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -82,7 +82,9 @@ internal static unsafe class SimdDecode
     {
         if (dtype == 0)
         {
-            v.Store((float*)output + i);
+            // NaN as CUDA writes it (see ElementIO.CanonicalNaN).
+            var isNum = Vector256.Equals(v, v);
+            Vector256.ConditionalSelect(isNum, v, Vector256.Create(0x7FFFFFFF).AsSingle()).Store((float*)output + i);
             return;
         }
 

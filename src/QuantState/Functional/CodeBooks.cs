@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using BnbDist.Backends;
 using static TorchSharp.torch;
 
@@ -7,7 +6,8 @@ namespace BnbDist;
 /// <summary>The code books of bitsandbytes: 8-bit dynamic maps and the NF4/FP4 tables (bitsandbytes' <c>create_dynamic_map</c>, <c>get_4bit_type</c>).</summary>
 public static class CodeBooks
 {
-    private static readonly ConcurrentDictionary<(string Name, string Device), Tensor> Cache = new();
+    // A plain dictionary under a lock: ConcurrentDictionary's update path calls Tensor.Equals, which is element-wise.
+    private static readonly Dictionary<(string Name, string Device), Tensor> Cache = [];
 
     /// <summary>
     /// bitsandbytes' <c>create_dynamic_map(signed, max_exponent_bits, total_bits)</c> as 256 ascending f32 values.
@@ -56,24 +56,39 @@ public static class CodeBooks
         return [.. data];
     }
 
-    /// <summary>The signed (or unsigned) 8-bit dynamic map as a cached f32[256] tensor on <paramref name="device"/>.</summary>
-    public static Tensor DynamicMap(bool signed = true, Device? device = null) =>
+    /// <summary>The signed (or unsigned) 8-bit dynamic map as a new f32[256] tensor on <paramref name="device"/> (yours to keep or dispose).</summary>
+    public static Tensor DynamicMap(bool signed = true, Device? device = null) => SharedDynamicMap(signed, device ?? CPU).clone();
+
+    /// <summary>The 16-entry code book of a 4-bit type (what bitsandbytes saves as <c>quant_map</c>) as a new tensor on <paramref name="device"/>.</summary>
+    public static Tensor FourBit(QuantType quantType, Device? device = null) => SharedFourBit(quantType, device ?? CPU).clone();
+
+    /// <summary>
+    /// The cached dynamic map on a device, shared by every QuantState that uses it (as bitsandbytes shares its
+    /// name2qmap tensors), so a quantization call launches no copy kernel.
+    /// </summary>
+    internal static Tensor SharedDynamicMap(bool signed, Device device) =>
         Cached(signed ? "dynamic_signed" : "dynamic_unsigned", device, () => CreateDynamicMap(signed));
 
-    /// <summary>The 16-entry code book of a 4-bit type (what bitsandbytes saves as <c>quant_map</c>), cached on <paramref name="device"/>.</summary>
-    public static Tensor FourBit(QuantType quantType, Device? device = null) =>
+    /// <summary>The cached 4-bit code book on a device (see <see cref="SharedDynamicMap"/>).</summary>
+    internal static Tensor SharedFourBit(QuantType quantType, Device device) =>
         Cached(quantType == QuantType.NF4 ? "nf4" : "fp4", device, () => FourBitTables.CodeBook(quantType).ToArray());
 
-    private static Tensor Cached(string name, Device? device, Func<float[]> make)
+    private static Tensor Cached(string name, Device device, Func<float[]> make)
     {
-        device ??= CPU;
-        // The cached tensor must outlive any DisposeScope the first caller happened to be in; callers get a clone,
-        // so a QuantState never aliases the cache.
-        return Cache.GetOrAdd((name, device.ToString()), _ =>
+        // Detached from any DisposeScope (the first caller may be inside one). Should a caller dispose a shared tensor
+        // anyway (say, a state's Code), the cache notices and makes a new one instead of handing out a dead handle.
+        var key = (name, device.ToString());
+        lock (Cache)
         {
-            using var host = tensor(make(), ScalarType.Float32);
-            return host.to(device).DetachFromDisposeScope();
-        }).clone();
+            if (!Cache.TryGetValue(key, out var t) || t.IsInvalid)
+            {
+                using var host = tensor(make(), ScalarType.Float32);
+                t = host.to(device).DetachFromDisposeScope();
+                Cache[key] = t;
+            }
+
+            return t;
+        }
     }
 
     private static void AddScaledMeans(List<float> data, float[] boundaries, float scale, bool signed)

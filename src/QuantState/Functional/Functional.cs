@@ -29,7 +29,7 @@ public static class Functional
         ArgumentNullException.ThrowIfNull(A);
         CheckBlocksize(blocksize, nameof(blocksize));
         var backend = QuantBackends.For(A.device);
-        code ??= CodeBooks.DynamicMap(true, A.device);
+        code ??= CodeBooks.SharedDynamicMap(true, A.device);
         var n = A.numel();
         var ownAbsmax = absmax is null;
         absmax ??= empty(QuantBackendBase.Blocks(n, blocksize), ScalarType.Float32, A.device);
@@ -73,7 +73,7 @@ public static class Functional
         ArgumentNullException.ThrowIfNull(A);
         CheckBlocksize(blocksize, nameof(blocksize));
         var backend = QuantBackends.For(A.device);
-        code ??= CodeBooks.DynamicMap(true, A.device);
+        code ??= CodeBooks.SharedDynamicMap(true, A.device);
         @out ??= empty(A.shape, dtype, A.device);
         backend.DequantizeBlockwise(A, code, absmax, @out, blocksize);
         return @out;
@@ -100,7 +100,7 @@ public static class Functional
         absmax ??= empty(QuantBackendBase.Blocks(n, blocksize), ScalarType.Float32, A.device);
         @out ??= empty([(n + 1) / 2, 1], ScalarType.Byte, A.device);
         backend.Quantize4Bit(A, quantType, absmax, @out, blocksize);
-        var code = CodeBooks.FourBit(quantType, A.device);
+        var code = CodeBooks.SharedFourBit(quantType, A.device);
         if (!compressStatistics)
         {
             return (@out, new QuantState(absmax, A.shape, A.dtype, blocksize, code, quantType));
@@ -223,7 +223,7 @@ public static class Functional
     {
         var offset = empty(1, ScalarType.Float32, absmax.device);
         backend.Mean(absmax, offset);
-        var code = CodeBooks.DynamicMap(true, absmax.device);
+        var code = CodeBooks.SharedDynamicMap(true, absmax.device);
         var blocks = absmax.numel();
         var qabsmax = empty(blocks, ScalarType.Byte, absmax.device);
         var nestedAbsmax = empty(QuantBackendBase.Blocks(blocks, nestedBlocksize), ScalarType.Float32, absmax.device);

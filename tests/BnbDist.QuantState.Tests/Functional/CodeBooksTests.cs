@@ -59,6 +59,20 @@ public class CodeBooksTests
     }
 
     [Fact]
+    public void DisposingAStatesSharedCodeBookDoesNotBreakLaterCalls()
+    {
+        // QuantStates share the cached code book; a caller that disposes it must not poison the cache.
+        using var x = torch.randn(1000);
+        var (_, s) = Functional.QuantizeBlockwise(x, blocksize: 64);
+        s.Code.Dispose();
+        var (q, s2) = Functional.QuantizeBlockwise(x, blocksize: 64);
+        Assert.False(s2.Code.IsInvalid);
+        Assert.Equal(1000, Functional.DequantizeBlockwise(q, s2).numel());
+        using var mine = CodeBooks.DynamicMap();
+        Assert.False(ReferenceEquals(mine, s2.Code));
+    }
+
+    [Fact]
     public void LinspaceMatchesTorchSingleRounding()
     {
         // Spot check against torch.linspace(0.1, 1, 65, dtype=float32) endpoints and symmetry rule.
