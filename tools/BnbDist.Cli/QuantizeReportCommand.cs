@@ -103,8 +103,15 @@ internal static class QuantizeReportCommand
                     $"{bits:F3}", $"{rel:E3}", $"{mean:E3}", $"{max:E3}", $"{ms:F1}");
                 results.Add(new()
                 {
-                    ["tensor"] = info.Name, ["shape"] = info.Shape, ["dtype"] = info.DType.ToString(), ["method"] = m.Name,
-                    ["bits_per_param"] = bits, ["rel_l2_error"] = rel, ["mean_abs_error"] = mean, ["max_abs_error"] = max, ["ms"] = ms,
+                    ["tensor"] = info.Name,
+                    ["shape"] = info.Shape,
+                    ["dtype"] = info.DType.ToString(),
+                    ["method"] = m.Name,
+                    ["bits_per_param"] = bits,
+                    ["rel_l2_error"] = rel,
+                    ["mean_abs_error"] = mean,
+                    ["max_abs_error"] = max,
+                    ["ms"] = ms,
                 });
             }
         }

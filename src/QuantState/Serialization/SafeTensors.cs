@@ -29,9 +29,16 @@ public sealed class SafeTensorsFile
 
     private static readonly Dictionary<string, ScalarType> DTypes = new()
     {
-        ["F32"] = ScalarType.Float32, ["F16"] = ScalarType.Float16, ["BF16"] = ScalarType.BFloat16,
-        ["F64"] = ScalarType.Float64, ["U8"] = ScalarType.Byte, ["I8"] = ScalarType.Int8,
-        ["I16"] = ScalarType.Int16, ["I32"] = ScalarType.Int32, ["I64"] = ScalarType.Int64, ["BOOL"] = ScalarType.Bool,
+        ["F32"] = ScalarType.Float32,
+        ["F16"] = ScalarType.Float16,
+        ["BF16"] = ScalarType.BFloat16,
+        ["F64"] = ScalarType.Float64,
+        ["U8"] = ScalarType.Byte,
+        ["I8"] = ScalarType.Int8,
+        ["I16"] = ScalarType.Int16,
+        ["I32"] = ScalarType.Int32,
+        ["I64"] = ScalarType.Int64,
+        ["BOOL"] = ScalarType.Bool,
     };
 
     private readonly Dictionary<string, SafeTensorInfo> tensors;

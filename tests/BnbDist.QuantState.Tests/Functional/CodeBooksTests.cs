@@ -1,5 +1,5 @@
-using TorchSharp;
 using BnbDist.Backends;
+using TorchSharp;
 
 namespace BnbDist.Tests;
 
