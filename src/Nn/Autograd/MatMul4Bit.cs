@@ -1,0 +1,72 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace BnbDist.Nn.Autograd;
+
+/// <summary>
+/// y = x·dequant(W)ᵀ + b with a frozen 4-bit weight (bitsandbytes' MatMul4Bit). Only the packed bytes are saved for
+/// backward, which dequantizes again: no full-precision copy of the weight lives between forward and backward.
+/// Gradients flow to x and b, never to the quantized weight.
+/// </summary>
+/// <remarks>
+/// TorchSharp aborts the process if <c>backward</c> throws, so every check happens in <c>forward</c> (or before
+/// <see cref="Apply"/>); <c>backward</c> only does arithmetic. Arguments to <c>apply</c>: x, packed, state, bias.
+/// </remarks>
+internal sealed class MatMul4Bit : torch.autograd.SingleTensorFunction<MatMul4Bit>
+{
+    public override string Name => "BnbDistMatMul4Bit";
+
+    /// <summary>Runs the op, recording it for autograd when grad mode is on and x or bias needs a gradient.</summary>
+    public static Tensor Apply(Tensor x, Tensor packed, QuantState state, Tensor? bias) =>
+        bias is null ? apply(x, packed, state) : apply(x, packed, state, bias);
+
+    public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
+    {
+        var x = (Tensor)vars[0];
+        var packed = (Tensor)vars[1];
+        var state = (QuantState)vars[2];
+        var bias = vars.Length > 3 ? (Tensor)vars[3] : null;
+        ctx.save_for_backward([packed]);
+        ctx.save_data("state", state);
+        ctx.save_data("need_x", x.requires_grad);
+        ctx.save_data("need_bias", bias?.requires_grad ?? false);
+        ctx.save_data("has_bias", bias is not null);
+        using var w = Dequantize(packed, state, x.dtype);
+        return nn.functional.linear(x, w, bias);
+    }
+
+    public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output)
+    {
+        var packed = ctx.get_saved_variables()[0];
+        var state = (QuantState)ctx.get_data("state");
+        Tensor? gradX = null, gradBias = null;
+        if ((bool)ctx.get_data("need_x"))
+        {
+            using var w = Dequantize(packed, state, grad_output.dtype);
+            gradX = grad_output.matmul(w);
+        }
+
+        if ((bool)ctx.get_data("need_bias"))
+        {
+            var dims = Enumerable.Range(0, (int)grad_output.dim() - 1).Select(d => (long)d).ToArray();
+            gradBias = dims.Length == 0 ? grad_output.clone() : grad_output.sum(dims);
+        }
+
+        // One entry per apply argument: x, packed, state (not a tensor), bias.
+        var grads = new List<Tensor> { gradX!, null!, null! };
+        if ((bool)ctx.get_data("has_bias"))
+        {
+            grads.Add(gradBias!);
+        }
+
+        return grads;
+    }
+
+    /// <summary>The weight in <paramref name="dtype"/>, dequantized straight into that dtype (one rounding from f32).</summary>
+    internal static Tensor Dequantize(Tensor packed, QuantState state, ScalarType dtype)
+    {
+        var w = empty([.. state.Shape], dtype, packed.device);
+        Functional.Dequantize4Bit(packed, state, w);
+        return w;
+    }
+}

@@ -1,0 +1,354 @@
+using BnbDist.Nn.Autograd;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace BnbDist.Nn;
+
+/// <summary>
+/// A drop-in <c>nn.Linear</c> whose weight is stored in 4 bits (NF4 or FP4, optional double quantization), as
+/// bitsandbytes' <c>Linear4bit</c>. The weight is quantized when the module moves to a CUDA device (as bitsandbytes
+/// does), by <see cref="Quantize"/>, or on the first forward; after that the <c>weight</c> parameter holds the packed
+/// bytes (frozen) and <see cref="QuantState"/> the statistics. Forward runs in <see cref="ComputeDType"/>; gradients
+/// reach the input and the bias, never the quantized weight.
+/// </summary>
+public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
+{
+    private readonly bool compressStatistics;
+    private readonly QuantType quantType;
+    private readonly int blocksize;
+    private QuantState? quantState;
+
+    /// <summary>Creates the layer with nn.Linear's initialization (on CPU, unquantized; see <paramref name="device"/>).</summary>
+    /// <param name="inFeatures">Input features.</param>
+    /// <param name="outFeatures">Output features.</param>
+    /// <param name="hasBias">Whether the layer has a bias.</param>
+    /// <param name="computeDType">dtype of the matmul; null = the input's dtype (bitsandbytes' default).</param>
+    /// <param name="compressStatistics">Double quantization of the absmax (bitsandbytes' default: on).</param>
+    /// <param name="quantType">NF4 or FP4 (bitsandbytes' default: FP4).</param>
+    /// <param name="blocksize">Quantization block size (bitsandbytes' default: 64).</param>
+    /// <param name="device">Where to put the layer; a CUDA device quantizes it right away.</param>
+    public Linear4bit(long inFeatures, long outFeatures, bool hasBias = true, ScalarType? computeDType = null,
+        bool compressStatistics = true, QuantType quantType = QuantType.FP4, int blocksize = 64, Device? device = null)
+        : base(nameof(Linear4bit))
+    {
+        if (inFeatures <= 0 || outFeatures <= 0)
+        {
+            throw new ArgumentException($"inFeatures and outFeatures must be positive; got {inFeatures}, {outFeatures}.", nameof(inFeatures));
+        }
+
+        if (!Backends.QuantBackendBase.IsSupportedBlocksize(blocksize))
+        {
+            throw new ArgumentException($"blocksize must be a power of two from 32 to 4096; got {blocksize}.", nameof(blocksize));
+        }
+
+        InFeatures = inFeatures;
+        OutFeatures = outFeatures;
+        ComputeDType = computeDType;
+        this.compressStatistics = compressStatistics;
+        this.quantType = quantType;
+        this.blocksize = blocksize;
+
+        using var init = nn.Linear(inFeatures, outFeatures, hasBias);
+        register_parameter("weight", new Parameter(init.weight!.detach().clone(), requires_grad: false));
+        if (hasBias)
+        {
+            register_parameter("bias", new Parameter(init.bias!.detach().clone(), requires_grad: true));
+        }
+
+        if (device is not null && device.type != DeviceType.CPU)
+        {
+            this.to(device);
+        }
+    }
+
+    /// <inheritdoc/>
+    public long InFeatures { get; }
+
+    /// <inheritdoc/>
+    public long OutFeatures { get; }
+
+    /// <summary>dtype the matmul runs in; null = the input's dtype.</summary>
+    public ScalarType? ComputeDType { get; set; }
+
+    /// <summary>NF4 or FP4.</summary>
+    public QuantType QuantType => quantType;
+
+    /// <summary>Whether the weight is stored quantized.</summary>
+    public bool IsQuantized => quantState is not null;
+
+    /// <summary>The weight's quantization statistics, once quantized.</summary>
+    public QuantState? QuantState => quantState;
+
+    /// <summary>The <c>weight</c> parameter: float [out, in] before quantization, packed u8 [n/2, 1] after.</summary>
+    public Parameter Weight => Param("weight")!;
+
+    /// <inheritdoc/>
+    public Tensor? Bias => Param("bias");
+
+    /// <summary>Copies an <c>nn.Linear</c>'s weight and bias into a new (not yet quantized) layer.</summary>
+    public static Linear4bit FromLinear(Linear linear, ScalarType? computeDType = null, bool compressStatistics = true,
+        QuantType quantType = QuantType.FP4, int blocksize = 64)
+    {
+        ArgumentNullException.ThrowIfNull(linear);
+        var w = linear.weight!;
+        var layer = new Linear4bit(w.shape[1], w.shape[0], linear.bias is not null, computeDType, compressStatistics, quantType, blocksize);
+        using (no_grad())
+        {
+            layer.SetFloatWeight(w.detach().clone().to(w.device));
+            if (linear.bias is not null)
+            {
+                layer.ConditionallyRegisterParameter("bias", new Parameter(linear.bias.detach().clone(), requires_grad: true));
+            }
+        }
+
+        return layer;
+    }
+
+    /// <summary>Quantizes the weight where it is (CPU or CUDA); does nothing if already quantized.</summary>
+    public void Quantize()
+    {
+        if (quantState is not null)
+        {
+            return;
+        }
+
+        var w = Weight;
+        var (packed, state) = Functional.Quantize4Bit(w.detach().contiguous(), blocksize, compressStatistics, quantType);
+        quantState = state;
+        ConditionallyRegisterParameter("weight", new Parameter(packed, requires_grad: false));
+    }
+
+    /// <inheritdoc/>
+    public Tensor DenseWeight(ScalarType dtype)
+    {
+        if (quantState is null)
+        {
+            return Weight.detach().to_type(dtype);
+        }
+
+        if (dtype is ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16)
+        {
+            return MatMul4Bit.Dequantize(Weight, quantState, dtype);
+        }
+
+        using var f32 = MatMul4Bit.Dequantize(Weight, quantState, ScalarType.Float32);
+        return f32.to_type(dtype);
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        if (input.dim() < 1 || input.shape[^1] != InFeatures)
+        {
+            throw new ArgumentException($"input's last dimension must be {InFeatures}; got shape [{string.Join(", ", input.shape)}].", nameof(input));
+        }
+
+        if (!input.is_floating_point())
+        {
+            throw new ArgumentException($"input must be a float tensor; got {input.dtype}.", nameof(input));
+        }
+
+        Quantize();
+        if (Weight.device_type != input.device_type || Weight.device_index != input.device_index)
+        {
+            throw new ArgumentException($"input is on {input.device} but the layer is on {Weight.device}.", nameof(input));
+        }
+
+        var compute = ComputeDType ?? input.dtype;
+        var x = input.dtype == compute ? input : input.to_type(compute);
+        var bias = Bias;
+        var b = bias is null || bias.dtype == compute ? bias : bias.to_type(compute);
+        var y = MatMul4Bit.Apply(x, Weight, quantState!, b);
+        return y.dtype == input.dtype ? y : y.to_type(input.dtype);
+    }
+
+    /// <inheritdoc/>
+    public Dictionary<string, Tensor> QuantizedStateDict(string prefix = "")
+    {
+        Quantize();
+        var result = new Dictionary<string, Tensor> { [prefix + "weight"] = Weight.detach() };
+        if (Bias is Tensor bias)
+        {
+            result[prefix + "bias"] = bias.detach();
+        }
+
+        foreach (var (k, v) in quantState!.ToDictionary())
+        {
+            result[prefix + "weight." + k] = v;
+        }
+
+        return result;
+    }
+
+    /// <inheritdoc/>
+    public IEnumerable<string> ExpectedKeys(string prefix, IReadOnlyDictionary<string, Tensor> source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        var keys = source.Keys.Where(k => k.StartsWith(prefix + "weight.", StringComparison.Ordinal)).ToList();
+        keys.Add(prefix + "weight");
+        if (Bias is not null)
+        {
+            keys.Add(prefix + "bias");
+        }
+
+        return keys;
+    }
+
+    /// <inheritdoc/>
+    public void LoadQuantizedStateDict(IReadOnlyDictionary<string, Tensor> source, string prefix = "")
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        var device = Weight.device;
+        if (!source.TryGetValue(prefix + "weight", out var packed))
+        {
+            throw new StateDictException(prefix + "weight", "missing.");
+        }
+
+        var stats = source.Where(kv => kv.Key.StartsWith(prefix + "weight.", StringComparison.Ordinal))
+            .ToDictionary(kv => kv.Key, kv => kv.Value);
+        QuantState state;
+        try
+        {
+            state = QuantState.FromDictionary(stats, device);
+        }
+        catch (QuantStateFormatException ex)
+        {
+            var key = ex.Key.StartsWith(prefix + "weight.", StringComparison.Ordinal) ? ex.Key : prefix + "weight." + ex.Key;
+            throw new StateDictException(key, ex.Message, ex);
+        }
+
+        if (state.Shape.Count != 2 || state.Shape[0] != OutFeatures || state.Shape[1] != InFeatures)
+        {
+            throw new StateDictException(prefix + "weight", $"quantized shape [{string.Join(", ", state.Shape)}] does not match this layer's [{OutFeatures}, {InFeatures}].");
+        }
+
+        if (state.QuantType != quantType)
+        {
+            throw new StateDictException(prefix + "weight", $"holds {state.QuantType} but this layer is {quantType}.");
+        }
+
+        if (packed.dtype != ScalarType.Byte || packed.numel() != (state.NumElements + 1) / 2)
+        {
+            throw new StateDictException(prefix + "weight", $"must be uint8 with {(state.NumElements + 1) / 2} elements; got {packed.dtype} with {packed.numel()}.");
+        }
+
+        Tensor? newBias = null;
+        if (Bias is not null)
+        {
+            if (!source.TryGetValue(prefix + "bias", out var b))
+            {
+                throw new StateDictException(prefix + "bias", "missing.");
+            }
+
+            if (b.numel() != OutFeatures)
+            {
+                throw new StateDictException(prefix + "bias", $"must have {OutFeatures} elements; got {b.numel()}.");
+            }
+
+            newBias = b;
+        }
+        else if (source.ContainsKey(prefix + "bias"))
+        {
+            throw new StateDictException(prefix + "bias", "unexpected: this layer has no bias.");
+        }
+
+        quantState = state;
+        ConditionallyRegisterParameter("weight", new Parameter(packed.detach().clone().reshape(-1, 1).to(device), requires_grad: false));
+        if (newBias is not null)
+        {
+            using (no_grad())
+            {
+                Bias!.copy_(newBias);
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public override Dictionary<string, Tensor> state_dict(Dictionary<string, Tensor>? destination = null, string? prefix = null)
+    {
+        destination ??= [];
+        if (quantState is null)
+        {
+            return base.state_dict(destination, prefix);
+        }
+
+        foreach (var (k, v) in QuantizedStateDict(prefix is null ? string.Empty : prefix + "."))
+        {
+            destination.TryAdd(k, v);
+        }
+
+        return destination;
+    }
+
+    /// <inheritdoc/>
+    public override (IList<string> missing_keys, IList<string> unexpected_keyes) load_state_dict(Dictionary<string, Tensor> source,
+        bool strict = true, IList<string>? skip = null)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        // bitsandbytes' form: statistics under weight.* or a packed u8 weight; otherwise a plain nn.Linear state dict.
+        var quantized = source.Keys.Any(k => k.StartsWith("weight.", StringComparison.Ordinal)) ||
+                        (source.TryGetValue("weight", out var w) && w.dtype == ScalarType.Byte);
+        if (!quantized)
+        {
+            return base.load_state_dict(source, strict, skip);
+        }
+
+        LoadQuantizedStateDict(source);
+        var unexpected = source.Keys.Except(ExpectedKeys(string.Empty, source)).ToList();
+        if (strict && unexpected.Count > 0)
+        {
+            throw new StateDictException(unexpected[0], "unexpected key.");
+        }
+
+        return ([], unexpected);
+    }
+
+    /// <inheritdoc/>
+    protected override Module _to(DeviceType deviceType, int deviceIndex, bool non_blocking)
+    {
+        var result = base._to(deviceType, deviceIndex, non_blocking);
+        AfterMove(new Device(deviceType, deviceIndex));
+        return result;
+    }
+
+    /// <inheritdoc/>
+    protected override Module _to(Device device, ScalarType dtype, bool non_blocking)
+    {
+        var result = base._to(device, dtype, non_blocking);
+        AfterMove(device);
+        return result;
+    }
+
+    private void AfterMove(Device device)
+    {
+        if (quantState is not null)
+        {
+            if (quantState.Absmax.device_type != device.type || quantState.Absmax.device_index != device.index)
+            {
+                quantState = quantState.To(device);
+            }
+        }
+        else if (device.type == DeviceType.CUDA)
+        {
+            Quantize(); // bitsandbytes quantizes on the first move to an accelerator
+        }
+    }
+
+    private void SetFloatWeight(Tensor w) => ConditionallyRegisterParameter("weight", new Parameter(w, requires_grad: false));
+
+    private Parameter? Param(string name) =>
+        named_parameters(recurse: false).Where(p => p.name == name).Select(p => p.parameter).FirstOrDefault();
+}
+
+/// <summary><see cref="Linear4bit"/> with NF4 (bitsandbytes' <c>LinearNF4</c>).</summary>
+public sealed class LinearNF4(long inFeatures, long outFeatures, bool hasBias = true, ScalarType? computeDType = null,
+    bool compressStatistics = true, int blocksize = 64, Device? device = null)
+    : Linear4bit(inFeatures, outFeatures, hasBias, computeDType, compressStatistics, QuantType.NF4, blocksize, device);
+
+/// <summary><see cref="Linear4bit"/> with FP4 (bitsandbytes' <c>LinearFP4</c>).</summary>
+public sealed class LinearFP4(long inFeatures, long outFeatures, bool hasBias = true, ScalarType? computeDType = null,
+    bool compressStatistics = true, int blocksize = 64, Device? device = null)
+    : Linear4bit(inFeatures, outFeatures, hasBias, computeDType, compressStatistics, QuantType.FP4, blocksize, device);
