@@ -116,8 +116,8 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
 
         var w = Weight;
         var (packed, state) = Functional.Quantize4Bit(w.detach().contiguous(), blocksize, compressStatistics, quantType);
-        quantState = state;
-        ConditionallyRegisterParameter("weight", new Parameter(packed, requires_grad: false));
+        quantState = state.DetachFromDisposeScope();
+        ConditionallyRegisterParameter("weight", ModuleState.Keep(packed, requiresGrad: false));
     }
 
     /// <inheritdoc/>
@@ -255,8 +255,8 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
             throw new StateDictException(prefix + "bias", "unexpected: this layer has no bias.");
         }
 
-        quantState = state;
-        ConditionallyRegisterParameter("weight", new Parameter(packed.detach().clone().reshape(-1, 1).to(device), requires_grad: false));
+        quantState = state.DetachFromDisposeScope();
+        ConditionallyRegisterParameter("weight", ModuleState.Keep(packed.detach().clone().reshape(-1, 1).to(device), requiresGrad: false));
         if (newBias is not null)
         {
             using (no_grad())
@@ -328,7 +328,7 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
         {
             if (quantState.Absmax.device_type != device.type || quantState.Absmax.device_index != device.index)
             {
-                quantState = quantState.To(device);
+                quantState = quantState.To(device).DetachFromDisposeScope();
             }
         }
         else if (device.type == DeviceType.CUDA)
@@ -337,7 +337,7 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
         }
     }
 
-    private void SetFloatWeight(Tensor w) => ConditionallyRegisterParameter("weight", new Parameter(w, requires_grad: false));
+    private void SetFloatWeight(Tensor w) => ConditionallyRegisterParameter("weight", ModuleState.Keep(w, requiresGrad: false));
 
     private Parameter? Param(string name) =>
         named_parameters(recurse: false).Where(p => p.name == name).Select(p => p.parameter).FirstOrDefault();

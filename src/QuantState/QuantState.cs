@@ -78,6 +78,19 @@ public sealed class QuantState
     /// <summary>Number of elements of the original tensor.</summary>
     public long NumElements => Shape.Aggregate(1L, (a, b) => a * b);
 
+    /// <summary>
+    /// Detaches every tensor of the state from the current DisposeScope, so that a state made inside a scope (say, by a
+    /// module that quantizes lazily in its first forward) outlives it. Returns this state.
+    /// </summary>
+    public QuantState DetachFromDisposeScope()
+    {
+        Absmax.DetachFromDisposeScope();
+        Code.DetachFromDisposeScope();
+        Offset?.DetachFromDisposeScope();
+        State2?.DetachFromDisposeScope();
+        return this;
+    }
+
     /// <summary>Moves every tensor of the state to <paramref name="device"/> (a new state; this one is unchanged).</summary>
     public QuantState To(Device device) =>
         new(Absmax.to(device), [.. Shape], DType, BlockSize, Code.to(device), QuantType, Offset?.to(device), State2?.To(device));

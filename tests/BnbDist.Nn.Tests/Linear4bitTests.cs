@@ -87,6 +87,30 @@ public class Linear4bitTests
     }
 
     [Fact]
+    public void LazyQuantizationInsideADisposeScopeSurvivesTheScope()
+    {
+        // Training loops wrap each step in a DisposeScope; the first forward quantizes, and that state must outlive the step.
+        var layer = new LinearNF4(64, 32, computeDType: ScalarType.Float32);
+        var lin8 = new Linear8bitLt(64, 32, hasFp16Weights: false);
+        using var x = randn(2, 64);
+        using (NewDisposeScope())
+        {
+            layer.forward(x);
+            lin8.forward(x);
+        }
+
+        using (NewDisposeScope())
+        {
+            Assert.Equal([2L, 32L], layer.forward(x).shape);
+            Assert.Equal([2L, 32L], lin8.forward(x).shape);
+        }
+
+        Assert.False(layer.Weight.IsInvalid);
+        Assert.False(layer.QuantState!.Absmax.IsInvalid);
+        Assert.False(lin8.SCB!.IsInvalid);
+    }
+
+    [Fact]
     public void BitsPerParameterWithDoubleQuantIsAtMost4Point13()
     {
         var layer = new LinearNF4(4096, 1024, hasBias: false);

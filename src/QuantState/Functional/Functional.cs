@@ -175,7 +175,7 @@ public static class Functional
         Tensor? outlierCols = null;
         if (threshold > 0f)
         {
-            using var mask = a2.abs().ge(threshold).any(0);
+            using var mask = a2.abs().ge(threshold).any(0L);
             outlierCols = mask.nonzero().flatten();
             if (rows > 1 && outlierCols.numel() > 0)
             {
@@ -207,6 +207,92 @@ public static class Functional
         using var a = A.reshape(rows, -1).to_type(ScalarType.Float32);
         using var prod = a * s;
         return prod.mul(7.874015718698502e-3).to_type(ScalarType.Float32).reshape(A.shape);
+    }
+
+    /// <summary>
+    /// int8 × int8ᵀ → int32 (bitsandbytes' <c>int8_linear_matmul</c>): A [rows, K] · B [N, K]ᵀ. Computed exactly (through f64
+    /// products, exact while K·127² &lt; 2^53).
+    /// </summary>
+    public static Tensor Int8LinearMatmul(Tensor A, Tensor B)
+    {
+        ArgumentNullException.ThrowIfNull(A);
+        ArgumentNullException.ThrowIfNull(B);
+        if (A.dtype != ScalarType.Int8 || B.dtype != ScalarType.Int8)
+        {
+            throw new ArgumentException($"A and B must be int8; got {A.dtype} and {B.dtype}.", A.dtype != ScalarType.Int8 ? nameof(A) : nameof(B));
+        }
+
+        if (B.dim() != 2 || A.shape[^1] != B.shape[1])
+        {
+            throw new ArgumentException($"B must be [N, K] with K = A's last dimension ({A.shape[^1]}); got [{string.Join(", ", B.shape)}].", nameof(B));
+        }
+
+        using var a = A.to_type(ScalarType.Float64);
+        using var b = B.to_type(ScalarType.Float64);
+        using var prod = a.matmul(b.t());
+        return prod.to_type(ScalarType.Int32);
+    }
+
+    /// <summary>
+    /// Dequantizes an int8 matmul result (bitsandbytes' <c>int8_mm_dequant</c>): i32 · rowStats · colStats / 127² + bias, as float16.
+    /// </summary>
+    public static Tensor Int8MmDequant(Tensor A, Tensor rowStats, Tensor colStats, Tensor? bias = null)
+    {
+        ArgumentNullException.ThrowIfNull(A);
+        ArgumentNullException.ThrowIfNull(rowStats);
+        ArgumentNullException.ThrowIfNull(colStats);
+        if (A.dtype != ScalarType.Int32)
+        {
+            throw new ArgumentException($"A must be int32; got {A.dtype}.", nameof(A));
+        }
+
+        var rows = A.numel() / A.shape[^1];
+        if (rowStats.numel() != rows || colStats.numel() != A.shape[^1])
+        {
+            throw new ArgumentException($"rowStats must have {rows} and colStats {A.shape[^1]} elements.", rowStats.numel() != rows ? nameof(rowStats) : nameof(colStats));
+        }
+
+        if (A.device_type == TorchSharp.DeviceType.CPU)
+        {
+            return Int8MmDequantCpu(A, rowStats, colStats, bias);
+        }
+
+        // On CUDA, with torch ops: the same products, but the bias is added after rounding the scaled value to f32
+        // rather than in one FMA, so an output can differ from bitsandbytes by one fp16 rounding step.
+        using var v = A.to_type(ScalarType.Float32).mul(rowStats.to_type(ScalarType.Float32).view(-1, 1)).mul(colStats.to_type(ScalarType.Float32).view(1, -1));
+        using var scaled = v.mul(Int8DequantConstant);
+        using var withBias = bias is null ? scaled.alias() : scaled.add(bias.to_type(ScalarType.Float16).to_type(ScalarType.Float32));
+        return withBias.to_type(ScalarType.Float16);
+    }
+
+    /// <summary>bitsandbytes' f32 constant for 1/127² (MM_DEQUANT_CONST).</summary>
+    private const float Int8DequantConstant = 6.200012e-05f;
+
+    /// <summary>bitsandbytes' kdequant_mm_int32_fp16 exactly: half(fma((float)v·row·col, 1/127², bias)).</summary>
+    private static Tensor Int8MmDequantCpu(Tensor A, Tensor rowStats, Tensor colStats, Tensor? bias)
+    {
+        var cols = (int)A.shape[^1];
+        var rows = (int)(A.numel() / cols);
+        var v = A.contiguous().data<int>().ToArray();
+        var r = rowStats.to_type(ScalarType.Float32).contiguous().data<float>().ToArray();
+        var c = colStats.to_type(ScalarType.Float32).contiguous().data<float>().ToArray();
+        float[]? b = null;
+        if (bias is not null)
+        {
+            using var b16 = bias.to_type(ScalarType.Float16).to_type(ScalarType.Float32);
+            b = b16.contiguous().data<float>().ToArray();
+        }
+
+        var result = new Half[v.Length];
+        Parallel.For(0, rows, i =>
+        {
+            for (var j = 0; j < cols; j++)
+            {
+                var k = (i * cols) + j;
+                result[k] = (Half)MathF.FusedMultiplyAdd((float)v[k] * r[i] * c[j], Int8DequantConstant, b is null ? 0f : b[j]);
+            }
+        });
+        return tensor(result, ScalarType.Float16).reshape(A.shape);
     }
 
     /// <summary>The deterministic mean of an f32 tensor (the double-quantization offset), identical on CPU and CUDA.</summary>
