@@ -11,7 +11,7 @@ shared=${BNBDIST_SHARED:-$repo/../shared}
 dotnet build BnbDist.sln -c Release -v q -nologo
 app=.gpu/app
 rm -rf "$app" && mkdir -p "$app"
-for proj in tests/BnbDist.Backends.Tests tests/BnbDist.QuantState.Tests bench/BnbDist.Bench tools/BnbDist.Cli; do
+for proj in tests/BnbDist.Backends.Tests tests/BnbDist.QuantState.Tests tests/BnbDist.Nn.Tests bench/BnbDist.Bench tools/BnbDist.Cli; do
   out="$proj/bin/Release/net10.0"
   # Managed assemblies and runtime configs only; no deps.json, so the host loads what sits in the folder.
   find "$out" -maxdepth 1 -type f \( -name '*.dll' -o -name '*.runtimeconfig.json' \) -exec cp -n {} "$app/" \;

@@ -21,6 +21,7 @@ has diagnose && run diagnose dotnet .gpu/app/bnbdist.dll diagnose
 if has tests; then
   run tests-backends dotnet .gpu/app/BnbDist.Backends.Tests.dll
   run tests-quantstate dotnet .gpu/app/BnbDist.QuantState.Tests.dll
+  run tests-nn dotnet .gpu/app/BnbDist.Nn.Tests.dll
 fi
 has bench && run bench dotnet .gpu/app/bnbdist-bench.dll --device cuda --out "$OUT/gpu-bench.json"
 echo "run.sh finished with status $status"
