@@ -83,7 +83,8 @@ BNBD_API int bnbd_dequantize_4bit(int dtype, int quant_type, const uint8_t* A, c
                                   const float* offset, int nested_blocksize, void* out, int64_t n,
                                   int blocksize, void* stream);
 
-/// Bytes of device workspace bnbd_mean_f32 needs for n values.
+/// Bytes of device workspace bnbd_mean_f32 needs for n values (8-byte aligned; uninitialized memory will do;
+/// one call in flight per workspace at a time).
 BNBD_API int64_t bnbd_mean_workspace_bytes(int64_t n);
 /// Deterministic mean of n f32 values into out (f32[1]), exactly as defined above.
 BNBD_API int bnbd_mean_f32(const float* x, int64_t n, float* out, void* workspace, void* stream);

@@ -123,10 +123,10 @@ extern "C" BNBD_API int bnbd_quantize_blockwise(int dtype, const float* code, co
 
     // Code search: the shared-memory bucket table (built once per CTA, about 30 shared loads per thread) on a
     // persistent grid. The plain 8-step search is kept for the self-test (g_q8_search_mode == 2).
-    const int64_t persistent = int64_t(sms) * quant_tile_blocks_per_sm<Q8TableCoder>(dtype);
+    const int64_t persistent = int64_t(sms) * quant_tile_blocks_per_sm<Q8TableCoder>(dtype, aligned, log2bs);
     const int64_t grid = balanced_grid(ntiles, persistent);
     // Small inputs (one tile per CTA, e.g. the double-quant absmax): allow programmatic dependent launch so that
-    // the table build overlaps the end of the previous kernel (the deterministic mean's serial sum).
+    // the table build overlaps the previous kernel (the deterministic mean).
     const bool pdl = ntiles <= persistent;
     if (g_q8_search_mode == 2)
         return launch_quant_tile<Q8PlainCoder>(dtype, aligned, A, code, sub_offset, absmax, out, n, log2bs, grid, st,

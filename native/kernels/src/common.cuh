@@ -43,17 +43,19 @@ int cc_major(int* out);
 
 // Launch with Programmatic Dependent Launch allowed (sm_90+; a plain launch elsewhere). A kernel launched so
 // may start before the previous kernel of the stream has finished, once that one has triggered
-// (griddepcontrol.launch_dependents; only the mean kernels here trigger early, any other kernel triggers
-// implicitly when it exits). It must call pdl_wait() before touching memory the previous kernel may write.
+// (griddepcontrol.launch_dependents: the quantization tile kernels and the mean kernel trigger at their start;
+// any other kernel triggers implicitly when it exits). It must call pdl_wait() before touching memory the
+// previous kernel may write (quant_tile_kernel reads only the constant `code` before it).
 template <typename... KArgs, typename... Args>
-cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t stream, Args... args) {
+cudaError_t launch_pdl_smem(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                            Args... args) {
     int major = 0;
     const int e = cc_major(&major);
     if (e != 0) return cudaError_t(e);
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
-    cfg.dynamicSmemBytes = 0;
+    cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -61,6 +63,10 @@ cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStre
     cfg.attrs = attr;
     cfg.numAttrs = major >= 9 ? 1 : 0;
     return cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
+}
+template <typename... KArgs, typename... Args>
+cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t stream, Args... args) {
+    return launch_pdl_smem(kernel, grid, block, 0, stream, args...);
 }
 
 inline bool is_pow2(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
@@ -162,6 +168,11 @@ __device__ __forceinline__ void pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
+}
+
+// Shared-memory address of a generic pointer into shared memory (for PTX operands).
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
 // max |x| with fmaxf semantics (NaN ignored). Order-independent for the values that occur (all >= +0).

@@ -16,6 +16,8 @@
 #ifndef BNBDIST_SRC_QUANT_TILE_CUH
 #define BNBDIST_SRC_QUANT_TILE_CUH
 
+#include <atomic>
+
 #include "common.cuh"
 #include "codesearch.cuh"
 
@@ -127,9 +129,13 @@ __global__ void __launch_bounds__(QtCfg<DT>::THREADS, QtCfg<DT>::MIN_BLOCKS)
     const int log2G = log2bs - (VEC == 4 ? 2 : 3);  // vectors per block = 2^log2G >= 4
     const int G = 1 << log2G;
     const bool has_off = sub_offset != nullptr;
-    const float off = has_off ? __ldg(sub_offset) : 0.0f;
+    float off = 0.0f;  // *sub_offset, read after pdl_wait (the previous kernel may be the mean writing it)
     const int64_t nfull = n / QT_TILE;  // tiles [0, nfull) lie entirely inside [0, n)
 
+    // A dependent kernel launched with programmatic dependent launch (e.g. the deterministic mean after the
+    // 4-bit quantizer) may be scheduled now: it waits (griddepcontrol.wait) for this grid to complete before
+    // it reads anything this kernel writes, and this persistent grid is entirely resident already.
+    pdl_trigger();
     int64_t t = blockIdx.x;
     if (t >= ntiles) return;  // uniform per CTA
     int parity = 0;
@@ -184,8 +190,8 @@ __global__ void __launch_bounds__(QtCfg<DT>::THREADS, QtCfg<DT>::MIN_BLOCKS)
     };
 
     if (early_init) {
-        // launched with programmatic dependent launch: build the tables (from `code`, which the mean kernels
-        // that trigger early never write) while the previous kernel finishes, then wait for it
+        // launched with programmatic dependent launch: build the tables (from `code`, which the kernels that
+        // trigger early never write) while the previous kernel finishes, then wait for it
         Coder::init(s_coder, code);
         pdl_wait();
         prefetch(t);
@@ -193,6 +199,7 @@ __global__ void __launch_bounds__(QtCfg<DT>::THREADS, QtCfg<DT>::MIN_BLOCKS)
         prefetch(t);  // in flight while the code tables are built
         Coder::init(s_coder, code);
     }
+    if (has_off) off = __ldg(sub_offset);
     __syncthreads();
     unpack_tile(t);
 
@@ -315,6 +322,233 @@ __global__ void __launch_bounds__(QtCfg<DT>::THREADS, QtCfg<DT>::MIN_BLOCKS)
     }
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// bs = 4096 (one quantization block per tile), aligned input: the same arithmetic as quant_tile_kernel, but the
+// tiles are staged through shared memory with cp.async (16-byte copies, L1 bypassed) instead of a register
+// prefetch. That frees the prefetch registers (sm_90: 48 instead of 64 per thread for bf16; f16 takes 56), so 5
+// CTAs of 256 threads fit an SM instead of 4 (shared memory: code table + QK_DEPTH + 1 stages of 8 KiB), and the
+// barrier of each tile (one quantization block per tile: warp max -> shared memory -> __syncthreads -> block
+// max) stalls a smaller share of the SM's warps. The copies run QK_DEPTH tiles ahead of the tile being
+// reduced. Each thread copies and later reads only its own two vectors of a tile, so a stage needs no barrier
+// between its copy and its use (cp.async.wait_group makes a thread's own copies visible to it), nor before
+// it is refilled (the thread itself has read it, into registers it has consumed). Vectors of the last tile
+// that cross n are loaded element by element when the tile is read. (Measured on an H100, bf16 n = 2^28:
+// QK_DEPTH 1 beat 2 and 3, which cost a CTA per SM in shared memory, and beat an mbarrier-split variant that
+// encodes the previous tile before waiting for the partials of the current one.)
+// QK_DEPTH 0: one stage, refilled right after the tile's values have been read and reduced.
+#ifndef BNBD_QK_DEPTH
+#define BNBD_QK_DEPTH 1
+#endif
+#ifndef BNBD_QK_MINB
+#define BNBD_QK_MINB 0  // CTAs per SM to compile for (0: as quant_tile_kernel)
+#endif
+#ifndef BNBD_QK_F32
+#define BNBD_QK_F32 0  // f32 inputs keep quant_tile_kernel (it meets its target; 1: this kernel for f32 too)
+#endif
+#ifndef BNBD_QK_OFF
+#define BNBD_QK_OFF 0  // 1: never take this kernel (comparison builds)
+#endif
+constexpr int QK_DEPTH = BNBD_QK_DEPTH;
+constexpr int QK_STAGES = QK_DEPTH + 1;
+template <int DT> struct QkCfg {
+    static constexpr int MIN_BLOCKS = BNBD_QK_MINB > 0 ? BNBD_QK_MINB : QtCfg<DT>::MIN_BLOCKS;
+};
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(smem)), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// Dynamic shared memory of quant_tile4k_kernel: the stage ring.
+template <int DT>
+constexpr int qk_stage_bytes() {
+    return QK_STAGES * QtCfg<DT>::NV * QtCfg<DT>::THREADS * 16;
+}
+
+template <class Coder, int DT>
+__global__ void __launch_bounds__(QtCfg<DT>::THREADS, QkCfg<DT>::MIN_BLOCKS)
+    quant_tile4k_kernel(const void* __restrict__ Av, const float* __restrict__ code,
+                        const float* __restrict__ sub_offset, float* __restrict__ absmax, uint8_t* __restrict__ out,
+                        int64_t n, int64_t ntiles, bool early_init) {
+    using Tr = DType<DT>;
+    using T = typename Tr::T;
+    constexpr int VEC = Tr::VEC;
+    constexpr int NV = QtCfg<DT>::NV;
+    constexpr int THREADS = QtCfg<DT>::THREADS;
+    constexpr int NW = THREADS / 32;
+    constexpr int SV = NV * THREADS;  // 16-byte vectors per stage
+    static_assert(THREADS * NV * VEC == QT_TILE && NW <= 32 && QK_DEPTH >= 0, "tile layout");
+
+    __shared__ typename Coder::Smem s_coder;
+    __shared__ float s_red[2][NW];
+    extern __shared__ uint4 s_stage[];  // [QK_STAGES][SV]
+
+    pdl_trigger();  // see quant_tile_kernel
+    const T* __restrict__ A = static_cast<const T*>(Av);
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const bool has_off = sub_offset != nullptr;
+    const int64_t t0 = blockIdx.x;
+    if (t0 >= ntiles) return;  // uniform per CTA
+    const int K = int((ntiles - t0 + gridDim.x - 1) / gridDim.x);  // this CTA's tiles: t0 + k * gridDim.x
+    float off = 0.0f;
+
+    auto slot = [&](int i) { return (i * THREADS + tid) * VEC; };
+    auto tile_of = [&](int k) { return t0 + int64_t(k) * gridDim.x; };
+    auto valid = [&](int64_t tile) {
+        const int64_t r = n - tile * QT_TILE;
+        return r < QT_TILE ? int(r) : QT_TILE;
+    };
+    auto stage = [&](int k, int i) { return s_stage + (k % QK_STAGES) * SV + i * THREADS + tid; };
+    // copies of this thread's vectors of tile k (those entirely inside [0, n)); one commit group per call
+    auto issue = [&](int k) {
+        if (k < K) {
+            const int64_t tile = tile_of(k);
+            const T* __restrict__ p = A + tile * QT_TILE;
+            const int rem = valid(tile);
+#pragma unroll
+            for (int i = 0; i < NV; ++i)
+                if (slot(i) + VEC <= rem) cp_async16(stage(k, i), p + slot(i));
+        }
+        cp_async_commit();
+    };
+    // f32 values of tile k (offset subtracted; 0 outside [0, n)), from the stage; its copies are complete
+    auto read_tile = [&](int k, int64_t tile, int rem, float (&x)[NV][VEC]) {
+        const T* __restrict__ p = A + tile * QT_TILE;
+#pragma unroll
+        for (int i = 0; i < NV; ++i) {
+            if (slot(i) + VEC <= rem) {
+                Tr::unpack(*stage(k, i), x[i]);
+            } else {
+#pragma unroll
+                for (int j = 0; j < VEC; ++j) x[i][j] = (slot(i) + j < rem) ? Tr::load(p, slot(i) + j) : 0.0f;
+            }
+        }
+        if (has_off) {
+#pragma unroll
+            for (int i = 0; i < NV; ++i)
+#pragma unroll
+                for (int j = 0; j < VEC; ++j) x[i][j] = (slot(i) + j < rem) ? __fsub_rn(x[i][j], off) : 0.0f;
+        }
+    };
+    auto warp_partial = [&](const float (&x)[NV][VEC]) {
+        float w = 0.0f;
+#pragma unroll
+        for (int i = 0; i < NV; ++i)
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) w = absmax_step(w, x[i][j]);
+        return warp_max_all(w);
+    };
+    auto encode = [&](const float (&x)[NV][VEC], int64_t tile, int rem, float inv) {
+        uint8_t* __restrict__ o_tile = out + (Coder::BITS == 8 ? tile * QT_TILE : (tile * QT_TILE) >> 1);
+#pragma unroll
+        for (int i = 0; i < NV; ++i) {
+            float xn[VEC];
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) xn[j] = __fmul_rn(x[i][j], inv);
+            int c[VEC];
+            Coder::template encode_n<VEC>(s_coder, xn, c);
+            const int o = slot(i);
+            const bool whole = rem == QT_TILE || o + VEC <= rem;
+            if constexpr (Coder::BITS == 8) {
+                if (whole) {
+                    if constexpr (VEC == 4) {
+                        *reinterpret_cast<uint32_t*>(o_tile + o) = pack_bytes4(c[0], c[1], c[2], c[3]);
+                    } else {
+                        uint2 w;
+                        w.x = pack_bytes4(c[0], c[1], c[2], c[3]);
+                        w.y = pack_bytes4(c[4], c[5], c[6], c[7]);
+                        *reinterpret_cast<uint2*>(o_tile + o) = w;
+                    }
+                } else {
+#pragma unroll
+                    for (int j = 0; j < VEC; ++j)
+                        if (o + j < rem) o_tile[o + j] = uint8_t(c[j]);
+                }
+            } else {
+                if (whole) {
+                    if constexpr (VEC == 4) {
+                        *reinterpret_cast<uint16_t*>(o_tile + (o >> 1)) =
+                            uint16_t(((c[0] << 4) | c[1]) | (((c[2] << 4) | c[3]) << 8));
+                    } else {
+                        *reinterpret_cast<uint32_t*>(o_tile + (o >> 1)) = pack_bytes4(
+                            (c[0] << 4) | c[1], (c[2] << 4) | c[3], (c[4] << 4) | c[5], (c[6] << 4) | c[7]);
+                    }
+                } else {
+#pragma unroll
+                    for (int q = 0; q < VEC / 2; ++q) {
+                        const int e = o + 2 * q;
+                        if (e < rem) {
+                            const int low = (e + 1 < rem) ? c[2 * q + 1] : Coder::PAD;
+                            o_tile[e >> 1] = uint8_t((c[2 * q] << 4) | low);
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    constexpr int AHEAD = QK_DEPTH > 0 ? QK_DEPTH : 1;  // tiles issued before the loop
+    if (early_init) {
+        // programmatic dependent launch: tables first (from `code`, see quant_tile_kernel), then wait
+        Coder::init(s_coder, code);
+        pdl_wait();
+        for (int d = 0; d < AHEAD; ++d) issue(d);
+    } else {
+        for (int d = 0; d < AHEAD; ++d) issue(d);  // in flight while the code tables are built
+        Coder::init(s_coder, code);
+    }
+    if (has_off) off = __ldg(sub_offset);
+    __syncthreads();
+
+    for (int k = 0; k < K; ++k) {
+        if constexpr (QK_DEPTH > 0) {
+            issue(k + QK_DEPTH);        // refills the stage of tile k - 1
+            cp_async_wait<QK_DEPTH>();  // this thread's copies of tile k are complete
+        } else {
+            cp_async_wait<0>();
+        }
+        const int64_t tile = tile_of(k);
+        const int rem = valid(tile);
+        float x[NV][VEC];
+        read_tile(k, tile, rem, x);
+        const float w = warp_partial(x);
+        if constexpr (QK_DEPTH == 0) issue(k + 1);  // x has been consumed: the stage is free
+        if (lane == 0) s_red[k & 1][warp] = w;  // rewritten two tiles later, after the next barrier
+        __syncthreads();
+        float v = lane < NW ? s_red[k & 1][lane] : 0.0f;
+        v = warp_max_all(v);
+        if (tid == 0) absmax[tile] = v;
+        encode(x, tile, rem, __frcp_rn(v));
+    }
+}
+
+// Whether launch_quant_tile takes quant_tile4k_kernel.
+inline bool use_quant_tile4k(int dtype, bool aligned, int log2bs) {
+    return !BNBD_QK_OFF && aligned && log2bs == 12 && (dtype != BNBD_F32 || BNBD_QK_F32);
+}
+
+// Allows the stage ring of quant_tile4k_kernel<Coder, DT> as dynamic shared memory (once per instantiation and
+// device).
+template <class Coder, int DT>
+cudaError_t qk_prepare() {
+    static std::atomic<uint64_t> done{0};  // bit d: done for device d (< 64)
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return e;
+    const uint64_t bit = dev >= 0 && dev < 64 ? (uint64_t(1) << dev) : 0;
+    if (bit && (done.load(std::memory_order_relaxed) & bit)) return cudaSuccess;
+    e = cudaFuncSetAttribute(quant_tile4k_kernel<Coder, DT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             qk_stage_bytes<DT>());
+    if (e == cudaSuccess) done.fetch_or(bit, std::memory_order_relaxed);
+    return e;
+}
+
 // Launch helper: picks the dtype/alignment instantiation; `grid` CTAs loop over the tiles. With `pdl` the
 // launch allows programmatic dependent launch (used for small inputs, where the table build is a large share).
 template <class Coder>
@@ -333,7 +567,23 @@ int launch_quant_tile(int dtype, bool aligned, const void* A, const float* code,
             quant_tile_kernel<Coder, DT, AL><<<g, dim3(QtCfg<DT>::THREADS), 0, stream>>>(                      \
                 A, code, sub_offset, absmax, out, n, log2bs, ntiles, false);                                   \
     } while (0)
-    if (dtype == BNBD_F32) {
+#define BNBD_QK_LAUNCH(DT)                                                                                       \
+    do {                                                                                                       \
+        e = qk_prepare<Coder, DT>();                                                                           \
+        if (e != cudaSuccess) break;                                                                           \
+        if (pdl)                                                                                               \
+            e = launch_pdl_smem(quant_tile4k_kernel<Coder, DT>, g, dim3(QtCfg<DT>::THREADS),                   \
+                                size_t(qk_stage_bytes<DT>()), stream, A, code, sub_offset, absmax, out, n,     \
+                                ntiles, true);                                                                 \
+        else                                                                                                   \
+            quant_tile4k_kernel<Coder, DT><<<g, dim3(QtCfg<DT>::THREADS), qk_stage_bytes<DT>(), stream>>>(     \
+                A, code, sub_offset, absmax, out, n, ntiles, false);                                           \
+    } while (0)
+    if (use_quant_tile4k(dtype, aligned, log2bs)) {
+        if (dtype == BNBD_F32) BNBD_QK_LAUNCH(BNBD_F32);
+        else if (dtype == BNBD_BF16) BNBD_QK_LAUNCH(BNBD_BF16);
+        else BNBD_QK_LAUNCH(BNBD_F16);
+    } else if (dtype == BNBD_F32) {
         if (aligned) BNBD_QT_LAUNCH(BNBD_F32, true); else BNBD_QT_LAUNCH(BNBD_F32, false);
     } else if (dtype == BNBD_BF16) {
         if (aligned) BNBD_QT_LAUNCH(BNBD_BF16, true); else BNBD_QT_LAUNCH(BNBD_BF16, false);
@@ -341,6 +591,7 @@ int launch_quant_tile(int dtype, bool aligned, const void* A, const float* code,
         if (aligned) BNBD_QT_LAUNCH(BNBD_F16, true); else BNBD_QT_LAUNCH(BNBD_F16, false);
     }
 #undef BNBD_QT_LAUNCH
+#undef BNBD_QK_LAUNCH
     BNBD_RETURN_IF_ERROR(e);
     BNBD_CHECK_LAUNCH();
     return 0;
@@ -356,13 +607,20 @@ inline int64_t balanced_grid(int64_t ntiles, int64_t cap) {
 }
 
 // CTAs per SM the tile kernel can hold (occupancy of the aligned instantiation; 1 at least), cached.
-template <class Coder, int DT>
+template <class Coder, int DT, bool K4>
 int quant_tile_blocks_per_sm_dt() {
     static const int cached = [] {
         int nb = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, quant_tile_kernel<Coder, DT, true>, QtCfg<DT>::THREADS,
-                                                          0) != cudaSuccess ||
-            nb < 1) {
+        cudaError_t e;
+        if constexpr (K4) {
+            e = qk_prepare<Coder, DT>();
+            if (e == cudaSuccess)
+                e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, quant_tile4k_kernel<Coder, DT>,
+                                                                  QtCfg<DT>::THREADS, qk_stage_bytes<DT>());
+        } else
+            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, quant_tile_kernel<Coder, DT, true>,
+                                                              QtCfg<DT>::THREADS, 0);
+        if (e != cudaSuccess || nb < 1) {
             (void)cudaGetLastError();
             nb = 1;
         }
@@ -371,11 +629,17 @@ int quant_tile_blocks_per_sm_dt() {
     return cached;
 }
 
+// Occupancy of the kernel launch_quant_tile picks for these arguments.
 template <class Coder>
-int quant_tile_blocks_per_sm(int dtype) {
-    if (dtype == BNBD_F32) return quant_tile_blocks_per_sm_dt<Coder, BNBD_F32>();
-    if (dtype == BNBD_BF16) return quant_tile_blocks_per_sm_dt<Coder, BNBD_BF16>();
-    return quant_tile_blocks_per_sm_dt<Coder, BNBD_F16>();
+int quant_tile_blocks_per_sm(int dtype, bool aligned, int log2bs) {
+    if (use_quant_tile4k(dtype, aligned, log2bs)) {
+        if (dtype == BNBD_F32) return quant_tile_blocks_per_sm_dt<Coder, BNBD_F32, true>();
+        if (dtype == BNBD_BF16) return quant_tile_blocks_per_sm_dt<Coder, BNBD_BF16, true>();
+        return quant_tile_blocks_per_sm_dt<Coder, BNBD_F16, true>();
+    }
+    if (dtype == BNBD_F32) return quant_tile_blocks_per_sm_dt<Coder, BNBD_F32, false>();
+    if (dtype == BNBD_BF16) return quant_tile_blocks_per_sm_dt<Coder, BNBD_BF16, false>();
+    return quant_tile_blocks_per_sm_dt<Coder, BNBD_F16, false>();
 }
 
 }  // namespace bnbd

@@ -3,7 +3,7 @@
 // Exit code 0 only when every check passes. Last line: "selftest: N passed, M failed".
 //
 // Usage: bnbdist_kernels_selftest [--no-bench] [--bench-only] [--no-exhaustive] [--seed N]
-//                                  [--bench-filter TEXT] [--bench-iters N]
+//                                  [--bench-filter TEXT] [--bench-iters N] [--only GROUPS]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -473,6 +473,85 @@ static void test_quantize_blockwise(Rng& rng) {
     }
 }
 
+// bs = 4096 with 16-bit inputs (quant_tile4k_kernel: tiles staged through a shared-memory ring, many tiles per
+// CTA) against the host reference, 8-bit (table and plain search, with and without offset) and 4-bit; the sizes
+// give CTAs of 1 to 6 tiles (every position in the stage ring) and partial last tiles.
+static void test_quantize_4096_pipeline(Rng& rng) {
+    int sms = 0;
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    const int64_t cap = int64_t(sms) * 4;  // about the resident CTAs of the 16-bit kernels
+    const int64_t tiles[] = {3, cap + 5, 2 * cap + 11, 3 * cap - 7, 4 * cap + 1, 5 * cap + 29};
+    const int64_t tails[] = {0, 4095, 1, 2051, 777, 8};
+    for (int v = 0; v < 6; ++v) {
+        const int64_t n = tiles[v] * 4096 - (tails[v] ? 4096 - tails[v] : 0);
+        const int dtype = 1 + (v & 1);
+        const int bs = 4096;
+        std::vector<float> xf = make_input(rng, n, bs, true);
+        std::vector<uint8_t> A = to_dtype(dtype, xf);
+        const int64_t nb = (n + bs - 1) / bs, nbytes = (n + 1) / 2;
+        DevBuf d_A(n * bnbref::dtype_size(dtype)), d_code(1024), d_off(4), d_abs(nb * 4), d_out(n);
+        d_A.upload(A.data());
+        // 8-bit
+        {
+            std::vector<float> code = random_ascending_code(rng, v % 2);
+            const bool use_off = v % 3 == 1;
+            const float off_v = use_off ? rng.normal() * 0.1f : 0.0f;
+            std::vector<float> ref_abs(nb);
+            std::vector<uint8_t> ref_out(n);
+            bnbref::quantize_blockwise(dtype, code.data(), A.data(), use_off ? &off_v : nullptr, ref_abs.data(),
+                                       ref_out.data(), n, bs);
+            d_code.upload(code.data());
+            d_off.upload(&off_v);
+            for (int mode : {0, 2}) {
+                bnbd::g_q8_search_mode = mode;
+                d_abs.poison(0xCD);
+                d_out.poison(0xCD);
+                const int rc = bnbd_quantize_blockwise(dtype, static_cast<float*>(d_code.ptr()), d_A.ptr(),
+                                                       use_off ? static_cast<float*>(d_off.ptr()) : nullptr,
+                                                       static_cast<float*>(d_abs.ptr()),
+                                                       static_cast<uint8_t*>(d_out.ptr()), n, bs, nullptr);
+                bnbd::g_q8_search_mode = 0;
+                CK(cudaDeviceSynchronize());
+                std::vector<float> ab(nb);
+                std::vector<uint8_t> out(n);
+                d_abs.download(ab.data());
+                d_out.download(out.data());
+                const int64_t ba = first_mismatch_elems(BNBD_F32, ab.data(), ref_abs.data(), nb);
+                const int64_t bo = first_mismatch_bytes(out.data(), ref_out.data(), n);
+                const bool guards = d_abs.guards_ok(0xCD) && d_out.guards_ok(0xCD);
+                report(rc == 0 && ba < 0 && bo < 0 && guards,
+                       "quantize_blockwise bs=4096 pipeline %s n=%lld off=%d mode=%d: rc=%d absmax@%lld out@%lld "
+                       "guards=%d",
+                       dtname(dtype), (long long)n, int(use_off), mode, rc, (long long)ba, (long long)bo,
+                       int(guards));
+            }
+        }
+        // 4-bit
+        {
+            const int qt = v % 2 == 0 ? BNBD_NF4 : BNBD_FP4;
+            std::vector<float> ref_abs(nb);
+            std::vector<uint8_t> ref_out(nbytes);
+            bnbref::quantize_4bit(dtype, qt, A.data(), ref_abs.data(), ref_out.data(), n, bs);
+            d_abs.poison(0x5A);
+            d_out.poison(0x5A);
+            const int rc = bnbd_quantize_4bit(dtype, qt, d_A.ptr(), static_cast<float*>(d_abs.ptr()),
+                                              static_cast<uint8_t*>(d_out.ptr()), n, bs, nullptr);
+            CK(cudaDeviceSynchronize());
+            std::vector<float> ab(nb);
+            std::vector<uint8_t> out(n);
+            d_abs.download(ab.data());
+            d_out.download(out.data());
+            const int64_t ba = first_mismatch_elems(BNBD_F32, ab.data(), ref_abs.data(), nb);
+            const int64_t bo = first_mismatch_bytes(out.data(), ref_out.data(), nbytes);
+            bool tail_ok = true;  // bytes past (n + 1) / 2 untouched
+            for (int64_t i = nbytes; i < n; ++i) tail_ok = tail_ok && out[i] == 0x5A;
+            report(rc == 0 && ba < 0 && bo < 0 && tail_ok && d_abs.guards_ok(0x5A) && d_out.guards_ok(0x5A),
+                   "quantize_4bit bs=4096 pipeline %s %s n=%lld: rc=%d absmax@%lld out@%lld", dtname(dtype),
+                   qt ? "nf4" : "fp4", (long long)n, rc, (long long)ba, (long long)bo);
+        }
+    }
+}
+
 static void test_dequantize_blockwise(Rng& rng) {
     for (int dtype = 0; dtype < 3; ++dtype) {
         for (int bs = 32; bs <= 4096; bs *= 2) {
@@ -654,7 +733,7 @@ static void test_mean(Rng& rng) {
             DevBuf d_x(n * 4), d_out(4), d_ws(ws_bytes > 0 ? size_t(ws_bytes) : 8);
             d_x.upload(x.data());
             d_out.poison(0xCD);
-            d_ws.poison(0x7F);  // uninitialized workspace: must not matter
+            d_ws.poison(variant == 0 ? 0x7F : variant == 1 ? 0x00 : 0xFF);  // uninitialized workspace: no matter
             const int rc = bnbd_mean_f32(static_cast<float*>(d_x.ptr()), n, static_cast<float*>(d_out.ptr()),
                                          d_ws.ptr(), nullptr);
             CK(cudaDeviceSynchronize());
@@ -663,6 +742,31 @@ static void test_mean(Rng& rng) {
             report(rc == 0 && float_to_bits(got) == float_to_bits(ref) && d_out.guards_ok(0xCD),
                    "mean_f32 n=%lld variant=%d: rc=%d got %.9g (0x%08x) want %.9g (0x%08x)", (long long)n, variant, rc,
                    got, float_to_bits(got), ref, float_to_bits(ref));
+        }
+    }
+    // one workspace reused by back-to-back calls of several sizes (its completion word then holds the earlier
+    // calls' words), also with nothing in between to order the calls but the stream
+    {
+        const int64_t sizes2[] = {3000, (int64_t(3) << 20) + 5, 1, 1024 * 9, 3000, 2048 * 1024 + 7, 77};
+        const int64_t nmax = (int64_t(3) << 20) + 5;
+        std::vector<float> x(nmax);
+        for (auto& v : x) v = std::fabs(rng.normal()) * (rng.below(7) == 0 ? 1e6f : 1.0f);
+        DevBuf d_x(nmax * 4), d_out(4 * 8), d_ws(size_t(bnbd_mean_workspace_bytes(nmax)));
+        d_x.upload(x.data());
+        d_ws.poison(0x00);
+        d_out.poison(0xCD);
+        int rc = 0;
+        for (int i = 0; i < 7; ++i)
+            rc |= bnbd_mean_f32(static_cast<float*>(d_x.ptr()), sizes2[i], static_cast<float*>(d_out.ptr()) + i,
+                                d_ws.ptr(), nullptr);
+        CK(cudaDeviceSynchronize());
+        float got[8];
+        d_out.download(got);
+        for (int i = 0; i < 7; ++i) {
+            const float ref = bnbref::mean_f32(x.data(), sizes2[i]);
+            report(rc == 0 && float_to_bits(got[i]) == float_to_bits(ref),
+                   "mean_f32 reused workspace, call %d n=%lld: rc=%d got %.9g want %.9g", i, (long long)sizes2[i], rc,
+                   got[i], ref);
         }
     }
     report(bnbd_mean_workspace_bytes(0) == 0 && bnbd_mean_workspace_bytes(1) >= 8 &&
@@ -1049,6 +1153,7 @@ static void run_benchmarks() {
 
 int main(int argc, char** argv) {
     bool do_bench = true, tests = true;
+    std::string only;  // --only LIST: run the test groups whose name occurs in LIST (e.g. "mean,4bit")
     uint64_t seed = uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--no-bench")) do_bench = false;
@@ -1057,6 +1162,7 @@ int main(int argc, char** argv) {
         else if (!std::strcmp(argv[i], "--bench-filter") && i + 1 < argc) g_bench_filter = argv[++i];
         else if (!std::strcmp(argv[i], "--bench-iters") && i + 1 < argc) g_bench_iters = std::atoi(argv[++i]);
         else if (!std::strcmp(argv[i], "--seed") && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
+        else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     }
     int ndev = 0;
     CK(cudaGetDeviceCount(&ndev));
@@ -1070,23 +1176,27 @@ int main(int argc, char** argv) {
             std::printf("  %-28s done at %6.1f s (passed %d, failed %d)\n", what, s, g_passed, g_failed);
             std::fflush(stdout);
         };
-        test_api();
+        auto want = [&](const char* group) { return only.empty() || only.find(group) != std::string::npos; };
+        if (want("api")) test_api();
         lap("api");
-        test_code_search(rng);
+        if (want("search")) test_code_search(rng);
         lap("code search");
-        test_quantize_blockwise(rng);
+        if (want("blockwise")) {
+            test_quantize_blockwise(rng);
+            test_quantize_4096_pipeline(rng);
+        }
         lap("quantize_blockwise");
-        test_dequantize_blockwise(rng);
+        if (want("dequant8")) test_dequantize_blockwise(rng);
         lap("dequantize_blockwise");
-        test_quantize_4bit(rng);
+        if (want("4bit")) test_quantize_4bit(rng);
         lap("quantize_4bit");
-        test_dequantize_4bit(rng);
+        if (want("dequant4")) test_dequantize_4bit(rng);
         lap("dequantize_4bit");
-        test_mean(rng);
+        if (want("mean")) test_mean(rng);
         lap("mean_f32");
-        test_int8(rng);
+        if (want("int8")) test_int8(rng);
         lap("int8_vectorwise_quant");
-        test_double_quant_pipeline(rng);
+        if (want("pipeline")) test_double_quant_pipeline(rng);
         lap("double-quant pipeline");
     }
     if (do_bench) run_benchmarks();
