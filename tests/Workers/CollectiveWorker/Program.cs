@@ -1,0 +1,38 @@
+// Test worker for bnbrun: joins the group, all-reduces rank+1, and misbehaves on request:
+//   --fail-rank R        rank R throws before joining (on the first attempt only with --fail-once)
+//   --exit-code C        rank 0 exits with C after the collective
+//   --hang-rank R        rank R prints its pid and sleeps inside the job (to be killed)
+using BnbDist.Collectives;
+using static TorchSharp.torch;
+
+int Arg(string name, int fallback)
+{
+    var i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], System.Globalization.CultureInfo.InvariantCulture) : fallback;
+}
+
+return DistributedEnvironment.RunWorker(env =>
+{
+    if (Arg("--fail-rank", -1) == env.Rank && (!args.Contains("--fail-once") || env.RestartCount == 0))
+    {
+        throw new InvalidOperationException($"injected failure on rank {env.Rank} (attempt {env.RestartCount})");
+    }
+
+    var (store, comm) = env.InitProcessGroup(TimeSpan.FromSeconds(30));
+    using (store)
+    using (comm)
+    {
+        using var t = full(4, env.Rank + 1f);
+        comm.AllReduce(t);
+        Console.WriteLine($"rank {env.Rank}/{env.WorldSize} local {env.LocalRank} attempt {env.RestartCount}: sum {t[0].item<float>()}");
+        if (Arg("--hang-rank", -1) == env.Rank)
+        {
+            Console.WriteLine($"pid {Environment.ProcessId}");
+            Thread.Sleep(Timeout.Infinite);
+        }
+
+        comm.Barrier();
+    }
+
+    return env.Rank == 0 ? Arg("--exit-code", 0) : 0;
+});
