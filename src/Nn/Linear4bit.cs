@@ -2,7 +2,6 @@ using BnbDist.Nn.Autograd;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
-using static TorchSharp.torch.nn;
 
 namespace BnbDist.Nn;
 
@@ -13,7 +12,7 @@ namespace BnbDist.Nn;
 /// bytes (frozen) and <see cref="QuantState"/> the statistics. Forward runs in <see cref="ComputeDType"/>; gradients
 /// reach the input and the bias, never the quantized weight.
 /// </summary>
-public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
+public class Linear4bit : QuantizedLinearBase
 {
     private readonly bool compressStatistics;
     private readonly QuantType quantType;
@@ -31,31 +30,17 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
     /// <param name="device">Where to put the layer; a CUDA device quantizes it right away.</param>
     public Linear4bit(long inFeatures, long outFeatures, bool hasBias = true, ScalarType? computeDType = null,
         bool compressStatistics = true, QuantType quantType = QuantType.FP4, int blocksize = 64, Device? device = null)
-        : base(nameof(Linear4bit))
+        : base(nameof(Linear4bit), inFeatures, outFeatures, hasBias, weightRequiresGrad: false)
     {
-        if (inFeatures <= 0 || outFeatures <= 0)
-        {
-            throw new ArgumentException($"inFeatures and outFeatures must be positive; got {inFeatures}, {outFeatures}.", nameof(inFeatures));
-        }
-
         if (!Backends.QuantBackendBase.IsSupportedBlocksize(blocksize))
         {
             throw new ArgumentException($"blocksize must be a power of two from 32 to 4096; got {blocksize}.", nameof(blocksize));
         }
 
-        InFeatures = inFeatures;
-        OutFeatures = outFeatures;
         ComputeDType = computeDType;
         this.compressStatistics = compressStatistics;
         this.quantType = quantType;
         this.blocksize = blocksize;
-
-        using var init = nn.Linear(inFeatures, outFeatures, hasBias);
-        register_parameter("weight", new Parameter(init.weight!.detach().clone(), requires_grad: false));
-        if (hasBias)
-        {
-            register_parameter("bias", new Parameter(init.bias!.detach().clone(), requires_grad: true));
-        }
 
         if (device is not null && device.type != DeviceType.CPU)
         {
@@ -63,29 +48,17 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
         }
     }
 
-    /// <inheritdoc/>
-    public long InFeatures { get; }
-
-    /// <inheritdoc/>
-    public long OutFeatures { get; }
-
     /// <summary>dtype the matmul runs in; null = the input's dtype.</summary>
     public ScalarType? ComputeDType { get; set; }
 
     /// <summary>NF4 or FP4.</summary>
     public QuantType QuantType => quantType;
 
-    /// <summary>Whether the weight is stored quantized.</summary>
-    public bool IsQuantized => quantState is not null;
+    /// <inheritdoc/>
+    public override bool IsQuantized => quantState is not null;
 
     /// <summary>The weight's quantization statistics, once quantized.</summary>
     public QuantState? QuantState => quantState;
-
-    /// <summary>The <c>weight</c> parameter: float [out, in] before quantization, packed u8 [n/2, 1] after.</summary>
-    public Parameter Weight => Param("weight")!;
-
-    /// <inheritdoc/>
-    public Tensor? Bias => Param("bias");
 
     /// <summary>Copies an <c>nn.Linear</c>'s weight and bias into a new (not yet quantized) layer.</summary>
     public static Linear4bit FromLinear(Linear linear, ScalarType? computeDType = null, bool compressStatistics = true,
@@ -96,10 +69,10 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
         var layer = new Linear4bit(w.shape[1], w.shape[0], linear.bias is not null, computeDType, compressStatistics, quantType, blocksize);
         using (no_grad())
         {
-            layer.SetFloatWeight(w.detach().clone().to(w.device));
+            layer.SetParameter("weight", w.detach().clone().to(w.device), requiresGrad: false);
             if (linear.bias is not null)
             {
-                layer.ConditionallyRegisterParameter("bias", new Parameter(linear.bias.detach().clone(), requires_grad: true));
+                layer.SetParameter("bias", linear.bias.detach().clone(), requiresGrad: true);
             }
         }
 
@@ -117,11 +90,11 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
         var w = Weight;
         var (packed, state) = Functional.Quantize4Bit(w.detach().contiguous(), blocksize, compressStatistics, quantType);
         quantState = state.DetachFromDisposeScope();
-        ConditionallyRegisterParameter("weight", ModuleState.Keep(packed, requiresGrad: false));
+        SetParameter("weight", packed, requiresGrad: false);
     }
 
     /// <inheritdoc/>
-    public Tensor DenseWeight(ScalarType dtype)
+    public override Tensor DenseWeight(ScalarType dtype)
     {
         if (quantState is null)
         {
@@ -140,17 +113,7 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        if (input.dim() < 1 || input.shape[^1] != InFeatures)
-        {
-            throw new ArgumentException($"input's last dimension must be {InFeatures}; got shape [{string.Join(", ", input.shape)}].", nameof(input));
-        }
-
-        if (!input.is_floating_point())
-        {
-            throw new ArgumentException($"input must be a float tensor; got {input.dtype}.", nameof(input));
-        }
-
+        CheckInput(input);
         Quantize();
         if (Weight.device_type != input.device_type || Weight.device_index != input.device_index)
         {
@@ -166,7 +129,7 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
     }
 
     /// <inheritdoc/>
-    public Dictionary<string, Tensor> QuantizedStateDict(string prefix = "")
+    public override Dictionary<string, Tensor> QuantizedStateDict(string prefix = "")
     {
         Quantize();
         var result = new Dictionary<string, Tensor> { [prefix + "weight"] = Weight.detach() };
@@ -184,7 +147,7 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
     }
 
     /// <inheritdoc/>
-    public IEnumerable<string> ExpectedKeys(string prefix, IReadOnlyDictionary<string, Tensor> source)
+    public override IEnumerable<string> ExpectedKeys(string prefix, IReadOnlyDictionary<string, Tensor> source)
     {
         ArgumentNullException.ThrowIfNull(source);
         var keys = source.Keys.Where(k => k.StartsWith(prefix + "weight.", StringComparison.Ordinal)).ToList();
@@ -198,7 +161,7 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
     }
 
     /// <inheritdoc/>
-    public void LoadQuantizedStateDict(IReadOnlyDictionary<string, Tensor> source, string prefix = "")
+    public override void LoadQuantizedStateDict(IReadOnlyDictionary<string, Tensor> source, string prefix = "")
     {
         ArgumentNullException.ThrowIfNull(source);
         var device = Weight.device;
@@ -256,7 +219,7 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
         }
 
         quantState = state.DetachFromDisposeScope();
-        ConditionallyRegisterParameter("weight", ModuleState.Keep(packed.detach().clone().reshape(-1, 1).to(device), requiresGrad: false));
+        SetParameter("weight", packed.detach().clone().reshape(-1, 1).to(device), requiresGrad: false);
         if (newBias is not null)
         {
             using (no_grad())
@@ -267,62 +230,13 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
     }
 
     /// <inheritdoc/>
-    public override Dictionary<string, Tensor> state_dict(Dictionary<string, Tensor>? destination = null, string? prefix = null)
-    {
-        destination ??= [];
-        if (quantState is null)
-        {
-            return base.state_dict(destination, prefix);
-        }
-
-        foreach (var (k, v) in QuantizedStateDict(prefix is null ? string.Empty : prefix + "."))
-        {
-            destination.TryAdd(k, v);
-        }
-
-        return destination;
-    }
-
-    /// <inheritdoc/>
-    public override (IList<string> missing_keys, IList<string> unexpected_keyes) load_state_dict(Dictionary<string, Tensor> source,
-        bool strict = true, IList<string>? skip = null)
-    {
-        ArgumentNullException.ThrowIfNull(source);
+    protected override bool IsQuantizedStateDict(IReadOnlyDictionary<string, Tensor> source) =>
         // bitsandbytes' form: statistics under weight.* or a packed u8 weight; otherwise a plain nn.Linear state dict.
-        var quantized = source.Keys.Any(k => k.StartsWith("weight.", StringComparison.Ordinal)) ||
-                        (source.TryGetValue("weight", out var w) && w.dtype == ScalarType.Byte);
-        if (!quantized)
-        {
-            return base.load_state_dict(source, strict, skip);
-        }
-
-        LoadQuantizedStateDict(source);
-        var unexpected = source.Keys.Except(ExpectedKeys(string.Empty, source)).ToList();
-        if (strict && unexpected.Count > 0)
-        {
-            throw new StateDictException(unexpected[0], "unexpected key.");
-        }
-
-        return ([], unexpected);
-    }
+        source.Keys.Any(k => k.StartsWith("weight.", StringComparison.Ordinal)) ||
+        (source.TryGetValue("weight", out var w) && w.dtype == ScalarType.Byte);
 
     /// <inheritdoc/>
-    protected override Module _to(DeviceType deviceType, int deviceIndex, bool non_blocking)
-    {
-        var result = base._to(deviceType, deviceIndex, non_blocking);
-        AfterMove(new Device(deviceType, deviceIndex));
-        return result;
-    }
-
-    /// <inheritdoc/>
-    protected override Module _to(Device device, ScalarType dtype, bool non_blocking)
-    {
-        var result = base._to(device, dtype, non_blocking);
-        AfterMove(device);
-        return result;
-    }
-
-    private void AfterMove(Device device)
+    protected override void AfterMove(Device device)
     {
         if (quantState is not null)
         {
@@ -337,10 +251,6 @@ public class Linear4bit : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
         }
     }
 
-    private void SetFloatWeight(Tensor w) => ConditionallyRegisterParameter("weight", ModuleState.Keep(w, requiresGrad: false));
-
-    private Parameter? Param(string name) =>
-        named_parameters(recurse: false).Where(p => p.name == name).Select(p => p.parameter).FirstOrDefault();
 }
 
 /// <summary><see cref="Linear4bit"/> with NF4 (bitsandbytes' <c>LinearNF4</c>).</summary>

@@ -2,7 +2,6 @@ using BnbDist.Nn.Autograd;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
-using static TorchSharp.torch.nn;
 
 namespace BnbDist.Nn;
 
@@ -13,7 +12,7 @@ namespace BnbDist.Nn;
 /// by <see cref="Quantize"/>, or on the first forward — and frozen; with <c>true</c> the float weight trains and is
 /// re-quantized every forward.
 /// </summary>
-public class Linear8bitLt : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModule
+public class Linear8bitLt : QuantizedLinearBase
 {
     private Tensor? scb;
 
@@ -26,40 +25,20 @@ public class Linear8bitLt : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModu
     /// <param name="device">Where to put the layer; CUDA quantizes right away when the weight is frozen.</param>
     public Linear8bitLt(long inFeatures, long outFeatures, bool hasBias = true, bool hasFp16Weights = true, float threshold = 0f,
         Device? device = null)
-        : base(nameof(Linear8bitLt))
+        : base(nameof(Linear8bitLt), inFeatures, outFeatures, hasBias, weightRequiresGrad: hasFp16Weights)
     {
-        if (inFeatures <= 0 || outFeatures <= 0)
-        {
-            throw new ArgumentException($"inFeatures and outFeatures must be positive; got {inFeatures}, {outFeatures}.", nameof(inFeatures));
-        }
-
         if (float.IsNaN(threshold) || threshold < 0)
         {
             throw new ArgumentException($"threshold must be ≥ 0; got {threshold}.", nameof(threshold));
         }
 
-        InFeatures = inFeatures;
-        OutFeatures = outFeatures;
         HasFp16Weights = hasFp16Weights;
         Threshold = threshold;
-        using var init = Linear(inFeatures, outFeatures, hasBias);
-        register_parameter("weight", new Parameter(init.weight!.detach().clone(), requires_grad: hasFp16Weights));
-        if (hasBias)
-        {
-            register_parameter("bias", new Parameter(init.bias!.detach().clone(), requires_grad: true));
-        }
-
         if (device is not null && device.type != DeviceType.CPU)
         {
             this.to(device);
         }
     }
-
-    /// <inheritdoc/>
-    public long InFeatures { get; }
-
-    /// <inheritdoc/>
-    public long OutFeatures { get; }
 
     /// <summary>Whether the float weight trains (re-quantized each forward).</summary>
     public bool HasFp16Weights { get; }
@@ -67,17 +46,11 @@ public class Linear8bitLt : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModu
     /// <summary>LLM.int8 outlier threshold.</summary>
     public float Threshold { get; }
 
-    /// <summary>Whether the weight is stored as int8.</summary>
-    public bool IsQuantized => scb is not null;
-
-    /// <summary>The <c>weight</c> parameter: float before quantization (or always, with fp16 weights), int8 [out, in] after.</summary>
-    public Parameter Weight => Param("weight")!;
+    /// <inheritdoc/>
+    public override bool IsQuantized => scb is not null;
 
     /// <summary>Per-row absmax of the weight (bitsandbytes' SCB), once quantized.</summary>
     public Tensor? SCB => scb;
-
-    /// <inheritdoc/>
-    public Tensor? Bias => Param("bias");
 
     /// <summary>Copies an <c>nn.Linear</c> into a new (not yet quantized) layer.</summary>
     public static Linear8bitLt FromLinear(Linear linear, bool hasFp16Weights = false, float threshold = 6f)
@@ -85,10 +58,10 @@ public class Linear8bitLt : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModu
         ArgumentNullException.ThrowIfNull(linear);
         var w = linear.weight!;
         var layer = new Linear8bitLt(w.shape[1], w.shape[0], linear.bias is not null, hasFp16Weights, threshold);
-        layer.ConditionallyRegisterParameter("weight", new Parameter(w.detach().clone(), requires_grad: hasFp16Weights));
+        layer.SetParameter("weight", w.detach().clone(), requiresGrad: hasFp16Weights);
         if (linear.bias is not null)
         {
-            layer.ConditionallyRegisterParameter("bias", new Parameter(linear.bias.detach().clone(), requires_grad: true));
+            layer.SetParameter("bias", linear.bias.detach().clone(), requiresGrad: true);
         }
 
         return layer;
@@ -104,27 +77,17 @@ public class Linear8bitLt : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModu
 
         var (cb, stats) = QuantizeWeight(Weight);
         scb = ModuleState.Keep(stats);
-        ConditionallyRegisterParameter("weight", ModuleState.Keep(cb, requiresGrad: false));
+        SetParameter("weight", cb, requiresGrad: false);
     }
 
     /// <inheritdoc/>
-    public Tensor DenseWeight(ScalarType dtype) =>
+    public override Tensor DenseWeight(ScalarType dtype) =>
         scb is null ? Weight.detach().to_type(dtype) : MatMul8bitLt.DequantizeWeight(Weight, scb, dtype);
 
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        if (input.dim() < 1 || input.shape[^1] != InFeatures)
-        {
-            throw new ArgumentException($"input's last dimension must be {InFeatures}; got shape [{string.Join(", ", input.shape)}].", nameof(input));
-        }
-
-        if (!input.is_floating_point())
-        {
-            throw new ArgumentException($"input must be a float tensor; got {input.dtype}.", nameof(input));
-        }
-
+        CheckInput(input);
         if (input.numel() == 0)
         {
             var shape = input.shape.ToArray();
@@ -143,7 +106,7 @@ public class Linear8bitLt : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModu
     }
 
     /// <inheritdoc/>
-    public Dictionary<string, Tensor> QuantizedStateDict(string prefix = "")
+    public override Dictionary<string, Tensor> QuantizedStateDict(string prefix = "")
     {
         Quantize();
         var (cb, stats) = scb is null ? QuantizeWeight(Weight) : (Weight.detach(), scb);
@@ -159,7 +122,7 @@ public class Linear8bitLt : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModu
     }
 
     /// <inheritdoc/>
-    public IEnumerable<string> ExpectedKeys(string prefix, IReadOnlyDictionary<string, Tensor> source)
+    public override IEnumerable<string> ExpectedKeys(string prefix, IReadOnlyDictionary<string, Tensor> source)
     {
         var keys = new List<string> { prefix + "weight", prefix + "SCB", prefix + "weight_format" };
         if (Bias is not null)
@@ -171,7 +134,7 @@ public class Linear8bitLt : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModu
     }
 
     /// <inheritdoc/>
-    public void LoadQuantizedStateDict(IReadOnlyDictionary<string, Tensor> source, string prefix = "")
+    public override void LoadQuantizedStateDict(IReadOnlyDictionary<string, Tensor> source, string prefix = "")
     {
         ArgumentNullException.ThrowIfNull(source);
         var w = Require(source, prefix + "weight");
@@ -212,7 +175,7 @@ public class Linear8bitLt : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModu
 
         var device = Weight.device;
         scb = ModuleState.Keep(stats.detach().clone().to(device));
-        ConditionallyRegisterParameter("weight", ModuleState.Keep(w.detach().clone().to(device), requiresGrad: false));
+        SetParameter("weight", w.detach().clone().to(device), requiresGrad: false);
         if (b is not null)
         {
             using (no_grad())
@@ -223,59 +186,10 @@ public class Linear8bitLt : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModu
     }
 
     /// <inheritdoc/>
-    public override Dictionary<string, Tensor> state_dict(Dictionary<string, Tensor>? destination = null, string? prefix = null)
-    {
-        destination ??= [];
-        if (scb is null)
-        {
-            return base.state_dict(destination, prefix);
-        }
-
-        foreach (var (k, v) in QuantizedStateDict(prefix is null ? string.Empty : prefix + "."))
-        {
-            destination.TryAdd(k, v);
-        }
-
-        return destination;
-    }
+    protected override bool IsQuantizedStateDict(IReadOnlyDictionary<string, Tensor> source) => source.ContainsKey("SCB");
 
     /// <inheritdoc/>
-    public override (IList<string> missing_keys, IList<string> unexpected_keyes) load_state_dict(Dictionary<string, Tensor> source,
-        bool strict = true, IList<string>? skip = null)
-    {
-        ArgumentNullException.ThrowIfNull(source);
-        if (!source.ContainsKey("SCB"))
-        {
-            return base.load_state_dict(source, strict, skip);
-        }
-
-        LoadQuantizedStateDict(source);
-        var unexpected = source.Keys.Except(ExpectedKeys(string.Empty, source)).ToList();
-        if (strict && unexpected.Count > 0)
-        {
-            throw new StateDictException(unexpected[0], "unexpected key.");
-        }
-
-        return ([], unexpected);
-    }
-
-    /// <inheritdoc/>
-    protected override Module _to(DeviceType deviceType, int deviceIndex, bool non_blocking)
-    {
-        var result = base._to(deviceType, deviceIndex, non_blocking);
-        AfterMove(new Device(deviceType, deviceIndex));
-        return result;
-    }
-
-    /// <inheritdoc/>
-    protected override Module _to(Device device, ScalarType dtype, bool non_blocking)
-    {
-        var result = base._to(device, dtype, non_blocking);
-        AfterMove(device);
-        return result;
-    }
-
-    private void AfterMove(Device device)
+    protected override void AfterMove(Device device)
     {
         if (scb is not null)
         {
@@ -296,7 +210,4 @@ public class Linear8bitLt : Module<Tensor, Tensor>, ILinearLayer, IQuantizedModu
 
     private static Tensor Require(IReadOnlyDictionary<string, Tensor> source, string key) =>
         source.TryGetValue(key, out var t) ? t : throw new StateDictException(key, "missing.");
-
-    private Parameter? Param(string name) =>
-        named_parameters(recurse: false).Where(p => p.name == name).Select(p => p.parameter).FirstOrDefault();
 }
