@@ -29,7 +29,7 @@ internal sealed record LaunchOptions
 
     public IReadOnlyList<string> ProgramArgs { get; init; } = [];
 
-    public string RunId { get; init; } = Guid.NewGuid().ToString("N")[..12];
+    public required string RunId { get; init; }
 
     public int WorldSize => NNodes * NProcPerNode;
 }

@@ -16,12 +16,13 @@ var backend = new Option<string>("--backend") { Description = "auto | nccl | cpu
 var logDir = new Option<string?>("--log-dir") { Description = "Write each rank's output and error record under this folder." };
 var tee = new Option<bool>("--tee") { Description = "With --log-dir, also print worker output to the console." };
 var standalone = new Option<bool>("--standalone") { Description = "Single node on a free local port (ignores --master-addr/--master-port)." };
+var rdzvId = new Option<string?>("--rdzv-id", "--run-id") { Description = "Job id shared by every node's agent (multi-node default: 'bnbdist-job')." };
 var program = new Argument<string>("program") { Description = "The worker: a .dll (run with dotnet) or an executable." };
 var programArgs = new Argument<string[]>("args") { Description = "Arguments for the worker.", Arity = ArgumentArity.ZeroOrMore };
 
 var root = new RootCommand("bnbrun: start a BnbDist job (torchrun's flags and environment variables).")
 {
-    nproc, nnodes, nodeRank, masterAddr, masterPort, maxRestarts, backend, logDir, tee, standalone, program, programArgs,
+    nproc, nnodes, nodeRank, masterAddr, masterPort, maxRestarts, backend, logDir, tee, standalone, rdzvId, program, programArgs,
 };
 root.TreatUnmatchedTokensAsErrors = false;
 root.SetAction(parse =>
@@ -54,6 +55,8 @@ root.SetAction(parse =>
         Tee = parse.GetValue(tee),
         Standalone = isStandalone,
         Program = parse.GetValue(program)!,
+        // Every node must agree on the id (it prefixes the store keys); one node can make up its own.
+        RunId = parse.GetValue(rdzvId) ?? (!isStandalone && nodes > 1 ? "bnbdist-job" : Guid.NewGuid().ToString("N")[..12]),
         ProgramArgs = [.. parse.GetValue(programArgs) ?? [], .. parse.UnmatchedTokens],
     };
     if (options.NodeRank < 0 || options.NodeRank >= options.NNodes)

@@ -125,10 +125,14 @@ public sealed record DistributedEnvironment
         });
         try
         {
+            // Several nodes: listen on every interface and advertise the address this host uses to reach node 0.
+            var multiNode = WorldSize > LocalWorldSize;
             var comm = TcpCommunicator.Create(store, Rank, WorldSize, new CommunicatorOptions
             {
                 Timeout = t,
                 StorePrefix = $"bnbdist/{RunId}/{RestartCount}/cpu",
+                BindAddress = multiNode ? System.Net.IPAddress.Any : System.Net.IPAddress.Loopback,
+                AdvertiseAddress = multiNode ? store.LocalAddress : null,
             });
             return (store, comm);
         }

@@ -101,7 +101,7 @@ internal static partial class Bnbrun
 
     public static string Worker => Built("tests/Workers/CollectiveWorker", "CollectiveWorker.dll");
 
-    private static string Launcher => Built("launcher", "bnbrun.dll");
+    public static string LauncherPath => Built("launcher", "bnbrun.dll");
 
     public static (int ExitCode, string Output) Run(string[] args)
     {
@@ -119,7 +119,7 @@ internal static partial class Bnbrun
     public static Running Start(string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(Launcher);
+        psi.ArgumentList.Add(LauncherPath);
         foreach (var a in args)
         {
             psi.ArgumentList.Add(a);

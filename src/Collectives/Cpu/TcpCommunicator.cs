@@ -14,8 +14,11 @@ public sealed record CommunicatorOptions
     /// <summary>Time limit of every send/receive inside a collective.</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
 
-    /// <summary>Address this rank listens on for its peers (loopback for single-node jobs).</summary>
+    /// <summary>Address this rank listens on for its peers (loopback for single-node jobs, any for multi-node).</summary>
     public IPAddress BindAddress { get; init; } = IPAddress.Loopback;
+
+    /// <summary>Address peers should connect to (published in the store); null = <see cref="BindAddress"/>.</summary>
+    public IPAddress? AdvertiseAddress { get; init; }
 
     /// <summary>Prefix of this group's keys in the store (distinct groups, or restarts, use distinct prefixes).</summary>
     public string StorePrefix { get; init; } = "bnbdist/cpu";
@@ -68,7 +71,13 @@ public sealed class TcpCommunicator : ICommunicator
         listener.Bind(new IPEndPoint(options.BindAddress, 0));
         listener.Listen(worldSize);
         var me = (IPEndPoint)listener.LocalEndPoint!;
-        store.Set($"{options.StorePrefix}/addr/{rank}", $"{me.Address}:{me.Port}");
+        var advertised = options.AdvertiseAddress ?? me.Address;
+        if (advertised.Equals(IPAddress.Any) || advertised.Equals(IPAddress.IPv6Any))
+        {
+            throw new ArgumentException("Listening on all addresses needs an AdvertiseAddress that peers can reach.", nameof(options));
+        }
+
+        store.Set($"{options.StorePrefix}/addr/{rank}", $"{advertised}:{me.Port}");
 
         try
         {

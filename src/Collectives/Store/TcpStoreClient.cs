@@ -32,6 +32,9 @@ public sealed class TcpStoreClient : IDisposable
     /// <summary>Server port.</summary>
     public int Port { get; }
 
+    /// <summary>This side's address of the connection: an address of this host that the server's network reaches.</summary>
+    public System.Net.IPAddress LocalAddress => ((System.Net.IPEndPoint)tcp.Client.LocalEndPoint!).Address;
+
     private string Endpoint => $"{Host}:{Port}";
 
     /// <summary>Connects (retrying while the server is not up yet) and authenticates.</summary>

@@ -2,6 +2,7 @@
 //   --fail-rank R        rank R throws before joining (on the first attempt only with --fail-once)
 //   --exit-code C        rank 0 exits with C after the collective
 //   --hang-rank R        rank R prints its pid and sleeps inside the job (to be killed)
+//   --timeout-s N        time limit for joining the group (default 30)
 using BnbDist.Collectives;
 using static TorchSharp.torch;
 
@@ -18,7 +19,7 @@ return DistributedEnvironment.RunWorker(env =>
         throw new InvalidOperationException($"injected failure on rank {env.Rank} (attempt {env.RestartCount})");
     }
 
-    var (store, comm) = env.InitProcessGroup(TimeSpan.FromSeconds(30));
+    var (store, comm) = env.InitProcessGroup(TimeSpan.FromSeconds(Arg("--timeout-s", 30)));
     using (store)
     using (comm)
     {
