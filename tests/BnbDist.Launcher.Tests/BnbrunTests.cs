@@ -72,6 +72,37 @@ public class BnbrunTests
     }
 
     [Fact]
+    public void AWorkerThatNeverJoinsIsARendezvousTimeoutNotAHang()
+    {
+        var sw = Stopwatch.StartNew();
+        var r = Bnbrun.Run(["--nproc", "3", "--standalone", Bnbrun.Worker, "--absent-rank", "1", "--timeout-s", "3"]);
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains("rendezvous", r.Output, StringComparison.Ordinal);
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(60), $"took {sw.Elapsed}");
+    }
+
+    [Fact]
+    public void TwentyInjectedFaultsInARowNeverHangAndLeaveNoProcesses()
+    {
+        for (var i = 0; i < 20; i++)
+        {
+            var failing = i % 3;
+            using var p = Bnbrun.Start(["--nproc", "3", "--standalone", Bnbrun.Worker, "--fail-rank", $"{failing}"]);
+            var workers = new List<int>();
+            var sw = Stopwatch.StartNew();
+            while (!p.Process.HasExited && sw.Elapsed < TimeSpan.FromSeconds(60))
+            {
+                workers.AddRange(p.WorkerPids().Except(workers));
+                Thread.Sleep(20);
+            }
+
+            Assert.True(p.Process.HasExited, $"fault {i}: bnbrun still running after 60 s");
+            Assert.Equal(1, p.Process.ExitCode);
+            Assert.All(workers, w => Assert.False(IsAlive(w), $"fault {i}: worker {w} still running"));
+        }
+    }
+
+    [Fact]
     public void BadArgumentsAreClearErrors()
     {
         Assert.Contains("--nproc must be", Bnbrun.Run(["--nproc", "zero", Bnbrun.Worker]).Output, StringComparison.Ordinal);

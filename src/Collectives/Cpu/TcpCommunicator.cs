@@ -103,7 +103,7 @@ public sealed class TcpCommunicator : ICommunicator
                 var remaining = deadline - DateTime.UtcNow;
                 if (remaining <= TimeSpan.Zero || !listener.Poll((int)Math.Min(int.MaxValue, remaining.TotalMicroseconds), SelectMode.SelectRead))
                 {
-                    throw new CollectiveException($"rank {rank}: only {accepted} of {rank} lower ranks connected within {options.Timeout.TotalSeconds:F0} s.");
+                    throw new CollectiveException($"rank {rank}: rendezvous timed out: only {accepted} of {rank} lower ranks connected within {options.Timeout.TotalSeconds:F0} s.");
                 }
 
                 var s = listener.Accept();
@@ -123,7 +123,7 @@ public sealed class TcpCommunicator : ICommunicator
 
             if (!connecting.Wait(options.Timeout))
             {
-                throw new CollectiveException($"rank {rank}: could not connect to all higher ranks within {options.Timeout.TotalSeconds:F0} s.");
+                throw new CollectiveException($"rank {rank}: rendezvous timed out: could not connect to all higher ranks within {options.Timeout.TotalSeconds:F0} s.");
             }
 
             connecting.GetAwaiter().GetResult();
@@ -135,7 +135,7 @@ public sealed class TcpCommunicator : ICommunicator
                 p?.Dispose();
             }
 
-            throw new CollectiveException($"rank {rank}: joining the CPU process group failed: {ex.Message}", ex);
+            throw new CollectiveException($"rank {rank}: rendezvous failed (joining the CPU process group): {ex.Message}", ex);
         }
 
         foreach (var p in peers)

@@ -3,6 +3,7 @@
 //   --exit-code C        rank 0 exits with C after the collective
 //   --hang-rank R        rank R prints its pid and sleeps inside the job (to be killed)
 //   --timeout-s N        time limit for joining the group (default 30)
+//   --absent-rank R      rank R exits successfully without ever joining (a worker that never shows up)
 using BnbDist.Collectives;
 using static TorchSharp.torch;
 
@@ -17,6 +18,11 @@ return DistributedEnvironment.RunWorker(env =>
     if (Arg("--fail-rank", -1) == env.Rank && (!args.Contains("--fail-once") || env.RestartCount == 0))
     {
         throw new InvalidOperationException($"injected failure on rank {env.Rank} (attempt {env.RestartCount})");
+    }
+
+    if (Arg("--absent-rank", -1) == env.Rank)
+    {
+        return 0;
     }
 
     var (store, comm) = env.InitProcessGroup(TimeSpan.FromSeconds(Arg("--timeout-s", 30)));
