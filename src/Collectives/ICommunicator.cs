@@ -57,6 +57,19 @@ public interface ICommunicator : IDisposable
 
     /// <summary>Returns when every rank has reached the barrier.</summary>
     void Barrier();
+
+    /// <summary><see cref="AllReduce"/> without blocking: the task completes when the tensor holds the result.</summary>
+    /// <remarks>Collectives run in issue order (blocking and async alike); don't touch the tensor until the task completes.</remarks>
+    Task AllReduceAsync(Tensor tensor, ReduceOp op = ReduceOp.Sum);
+
+    /// <summary><see cref="AllGather(Tensor, Tensor)"/> without blocking.</summary>
+    Task AllGatherAsync(Tensor output, Tensor input);
+
+    /// <summary><see cref="ReduceScatter"/> without blocking.</summary>
+    Task ReduceScatterAsync(Tensor output, Tensor input, ReduceOp op = ReduceOp.Sum);
+
+    /// <summary><see cref="Broadcast"/> without blocking.</summary>
+    Task BroadcastAsync(Tensor tensor, int root = 0);
 }
 
 /// <summary>A collective failed (peer gone, timeout, mismatched sizes); the message says which op, rank and peer.</summary>

@@ -34,6 +34,7 @@ public sealed class TcpCommunicator : ICommunicator
 {
     private readonly Socket?[] peers;
     private readonly CommunicatorOptions options;
+    private readonly CollectiveQueue queue;
     private uint sequence;
     private bool aborted;
 
@@ -43,6 +44,7 @@ public sealed class TcpCommunicator : ICommunicator
         WorldSize = worldSize;
         this.peers = peers;
         this.options = options;
+        queue = new CollectiveQueue($"bnbdist-cpu-collectives-rank{rank}");
     }
 
     /// <inheritdoc/>
@@ -150,7 +152,10 @@ public sealed class TcpCommunicator : ICommunicator
     }
 
     /// <inheritdoc/>
-    public void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum) => Run("all_reduce", () =>
+    public void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum) => Wait(AllReduceAsync(tensor, op));
+
+    /// <inheritdoc cref="ICommunicator.AllReduce"/>
+    public Task AllReduceAsync(Tensor tensor, ReduceOp op = ReduceOp.Sum) => Enqueue("all_reduce", () =>
     {
         Check(tensor, nameof(tensor));
         CheckAvg(tensor, op);
@@ -164,7 +169,10 @@ public sealed class TcpCommunicator : ICommunicator
     });
 
     /// <inheritdoc/>
-    public void AllGather(Tensor output, Tensor input) => Run("all_gather", () =>
+    public void AllGather(Tensor output, Tensor input) => Wait(AllGatherAsync(output, input));
+
+    /// <inheritdoc/>
+    public Task AllGatherAsync(Tensor output, Tensor input) => Enqueue("all_gather", () =>
     {
         Check(output, nameof(output));
         Check(input, nameof(input));
@@ -201,7 +209,10 @@ public sealed class TcpCommunicator : ICommunicator
     }
 
     /// <inheritdoc/>
-    public void ReduceScatter(Tensor output, Tensor input, ReduceOp op = ReduceOp.Sum) => Run("reduce_scatter", () =>
+    public void ReduceScatter(Tensor output, Tensor input, ReduceOp op = ReduceOp.Sum) => Wait(ReduceScatterAsync(output, input, op));
+
+    /// <inheritdoc cref="ICommunicator.ReduceScatter"/>
+    public Task ReduceScatterAsync(Tensor output, Tensor input, ReduceOp op = ReduceOp.Sum) => Enqueue("reduce_scatter", () =>
     {
         Check(output, nameof(output));
         Check(input, nameof(input));
@@ -222,7 +233,10 @@ public sealed class TcpCommunicator : ICommunicator
     });
 
     /// <inheritdoc/>
-    public void Broadcast(Tensor tensor, int root = 0) => Run("broadcast", () =>
+    public void Broadcast(Tensor tensor, int root = 0) => Wait(BroadcastAsync(tensor, root));
+
+    /// <inheritdoc cref="ICommunicator.Broadcast"/>
+    public Task BroadcastAsync(Tensor tensor, int root = 0) => Enqueue("broadcast", () =>
     {
         Check(tensor, nameof(tensor));
         CheckRank(root, nameof(root));
@@ -244,7 +258,10 @@ public sealed class TcpCommunicator : ICommunicator
     });
 
     /// <inheritdoc/>
-    public void Send(Tensor tensor, int dst) => Run("send", () =>
+    public void Send(Tensor tensor, int dst) => Wait(SendAsync(tensor, dst));
+
+    /// <inheritdoc cref="ICommunicator.Send"/>
+    public Task SendAsync(Tensor tensor, int dst) => Enqueue("send", () =>
     {
         Check(tensor, nameof(tensor));
         CheckRank(dst, nameof(dst));
@@ -252,7 +269,10 @@ public sealed class TcpCommunicator : ICommunicator
     });
 
     /// <inheritdoc/>
-    public void Recv(Tensor tensor, int src) => Run("recv", () =>
+    public void Recv(Tensor tensor, int src) => Wait(RecvAsync(tensor, src));
+
+    /// <inheritdoc cref="ICommunicator.Recv"/>
+    public Task RecvAsync(Tensor tensor, int src) => Enqueue("recv", () =>
     {
         Check(tensor, nameof(tensor));
         CheckRank(src, nameof(src));
@@ -288,29 +308,43 @@ public sealed class TcpCommunicator : ICommunicator
     }
 
     /// <inheritdoc/>
-    public void Dispose() => Abort();
+    public void Dispose()
+    {
+        Abort(); // first: a collective blocked on a socket fails at once instead of holding up the queue
+        queue.Dispose();
+    }
 
-    private void Run(string op, Action body)
+    private Task Enqueue(string op, Action body)
     {
         if (aborted)
         {
-            throw new CollectiveException($"rank {Rank}: {op} on an aborted communicator (an earlier collective failed).");
+            return Task.FromException(new CollectiveException($"rank {Rank}: {op} on an aborted communicator (an earlier collective failed)."));
         }
 
-        try
+        return queue.Enqueue(() =>
         {
-            body();
-        }
-        catch (ArgumentException)
-        {
-            throw;
-        }
-        catch (Exception ex)
-        {
-            Abort();
-            throw new CollectiveException($"rank {Rank}: {op} failed: {ex.Message}", ex);
-        }
+            if (aborted)
+            {
+                throw new CollectiveException($"rank {Rank}: {op} on an aborted communicator (an earlier collective failed).");
+            }
+
+            try
+            {
+                body();
+            }
+            catch (ArgumentException)
+            {
+                throw;
+            }
+            catch (Exception ex)
+            {
+                Abort();
+                throw new CollectiveException($"rank {Rank}: {op} failed: {ex.Message}", ex);
+            }
+        });
     }
+
+    private static void Wait(Task task) => task.GetAwaiter().GetResult();
 
     // Ring reduce-scatter over W chunks: after it, this rank's chunk (rank + 1 + shift) mod W holds the reduction.
     private void RingReduceScatter(Tensor flat, ReduceOp op, int shift)

@@ -94,6 +94,25 @@ public class TcpCommunicatorTests
     }
 
     [Fact]
+    public void AsyncCollectivesOverlapTheCallerAndKeepIssueOrder()
+    {
+        Ranks.Run(3, comm =>
+        {
+            using var a = full(100_000, comm.Rank + 1f);
+            using var b = full(7, 10f * (comm.Rank + 1));
+            using var g = empty(3 * 7);
+            var first = comm.AllReduceAsync(a);
+            var second = comm.AllGatherAsync(g, b);
+            using var busy = randn(256, 256).matmul(randn(256, 256)); // caller keeps working meanwhile
+            comm.Barrier();                                            // a blocking call queues behind them
+            Task.WaitAll(first, second);
+            Assert.Equal(6f, a[0].item<float>());
+            Assert.Equal(6f, a[^1].item<float>());
+            Assert.Equal([10f, 20f, 30f], new[] { g[0].item<float>(), g[7].item<float>(), g[14].item<float>() });
+        });
+    }
+
+    [Fact]
     public void ARankThatFailsMakesEveryOtherRankThrowQuicklyInsteadOfHanging()
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();
