@@ -4,7 +4,12 @@ using System.Text.RegularExpressions;
 
 namespace BnbDist.Launcher.Tests;
 
+/// <summary>Process-level tests run one class at a time: their timing bounds (e.g. stop within 5 s) assume an unloaded machine.</summary>
+[CollectionDefinition("processes", DisableParallelization = true)]
+public sealed class ProcessesCollection;
+
 /// <summary>bnbrun with real worker processes and sockets: environment, output, failures, exit codes, restarts, kills.</summary>
+[Collection("processes")]
 public class BnbrunTests
 {
     [Fact]

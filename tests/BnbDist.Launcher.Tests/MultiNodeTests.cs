@@ -6,6 +6,7 @@ namespace BnbDist.Launcher.Tests;
 /// Two "nodes" on this machine: two network namespaces joined by a veth pair, one bnbrun agent in each
 /// (`--nnodes 2`). Needs root and iproute2 (as on the development and CI machines); skipped with the reason otherwise.
 /// </summary>
+[Collection("processes")]
 public sealed class MultiNodeTests
 {
     [Fact]
