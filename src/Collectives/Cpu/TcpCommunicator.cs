@@ -347,39 +347,16 @@ public sealed class TcpCommunicator : ICommunicator
     private static void Wait(Task task) => task.GetAwaiter().GetResult();
 
     // Ring reduce-scatter over W chunks: after it, this rank's chunk (rank + 1 + shift) mod W holds the reduction.
-    private void RingReduceScatter(Tensor flat, ReduceOp op, int shift)
-    {
-        var w = WorldSize;
-        if (w == 1)
-        {
-            return;
-        }
-
-        var n = flat.numel();
-        var next = (Rank + 1) % w;
-        var prev = (Rank - 1 + w) % w;
-        for (var s = 0; s < w - 1; s++)
-        {
-            var seq = ++sequence;
-            var sendIdx = Mod(Rank - s + shift, w);
-            var recvIdx = Mod(Rank - s - 1 + shift, w);
-            using var sendChunk = Chunk(flat, n, sendIdx);
-            using var recvChunk = Chunk(flat, n, recvIdx);
-            using var incoming = empty(recvChunk.numel(), flat.dtype);
-            Exchange(next, sendChunk, prev, incoming, seq);
-            Reduce(recvChunk, incoming, op);
-        }
-    }
+    private void RingReduceScatter(Tensor flat, ReduceOp op, int shift) => RingPass(flat, shift, op);
 
     // Ring all-gather: each rank starts owning chunk (rank + shift) mod W complete.
-    private void RingAllGather(Tensor flat, int shift)
+    private void RingAllGather(Tensor flat, int shift) => RingPass(flat, shift, null);
+
+    // W-1 ring steps: send chunk (rank - s + shift) to the next rank while receiving chunk (rank - s - 1 + shift) from the
+    // previous one, either reducing it into ours (reduce-scatter) or taking it as is (all-gather).
+    private void RingPass(Tensor flat, int shift, ReduceOp? reduce)
     {
         var w = WorldSize;
-        if (w == 1)
-        {
-            return;
-        }
-
         var n = flat.numel();
         var next = (Rank + 1) % w;
         var prev = (Rank - 1 + w) % w;
@@ -388,7 +365,16 @@ public sealed class TcpCommunicator : ICommunicator
             var seq = ++sequence;
             using var sendChunk = Chunk(flat, n, Mod(Rank - s + shift, w));
             using var recvChunk = Chunk(flat, n, Mod(Rank - s - 1 + shift, w));
-            Exchange(next, sendChunk, prev, recvChunk, seq);
+            if (reduce is ReduceOp op)
+            {
+                using var incoming = empty(recvChunk.numel(), flat.dtype);
+                Exchange(next, sendChunk, prev, incoming, seq);
+                Reduce(recvChunk, incoming, op);
+            }
+            else
+            {
+                Exchange(next, sendChunk, prev, recvChunk, seq);
+            }
         }
     }
 
