@@ -30,8 +30,8 @@ internal static class Adam8bitBlockwise
         Span<float> v = stackalloc float[BlockSize];
         Span<float> mids1 = stackalloc float[255];
         Span<float> mids2 = stackalloc float[255];
-        Midpoints(qmap1, mids1);
-        Midpoints(qmap2, mids2);
+        StateQuantizer.Midpoints(qmap1, mids1);
+        StateQuantizer.Midpoints(qmap2, mids2);
 
         for (var start = 0; start < n; start += BlockSize)
         {
@@ -66,48 +66,9 @@ internal static class Adam8bitBlockwise
             for (var k = 0; k < len; k++)
             {
                 var i = start + k;
-                var c = NearestUpper(m[k] / max1, mids1);
-                if (float.IsNegative(qmap1[c]) != float.IsNegative(m[k]))
-                {
-                    c += float.IsNegative(m[k]) ? -1 : 1; // sign fix: step toward the moment's sign
-                }
-
-                state1[i] = (byte)c;
-                state2[i] = (byte)NearestUpper(v[k] / max2, mids2);
+                state1[i] = StateQuantizer.Signed(m[k], max1, qmap1, mids1);
+                state2[i] = (byte)StateQuantizer.NearestUpper(v[k] / max2, mids2);
             }
-        }
-    }
-
-    /// <summary>Number of midpoints at or below x (an exact midpoint goes to the upper code); NaN gives 0.</summary>
-    internal static int NearestUpper(float x, ReadOnlySpan<float> mids)
-    {
-        if (float.IsNaN(x))
-        {
-            return 0;
-        }
-
-        int lo = 0, hi = mids.Length;
-        while (lo < hi)
-        {
-            var mid = (lo + hi) >> 1;
-            if (mids[mid] <= x)
-            {
-                lo = mid + 1;
-            }
-            else
-            {
-                hi = mid;
-            }
-        }
-
-        return lo;
-    }
-
-    private static void Midpoints(ReadOnlySpan<float> code, Span<float> mids)
-    {
-        for (var j = 0; j < 255; j++)
-        {
-            mids[j] = (code[j] + code[j + 1]) * 0.5f;
         }
     }
 }

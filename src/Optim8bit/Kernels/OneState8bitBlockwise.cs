@@ -27,10 +27,7 @@ internal static class OneState8bitBlockwise
         var decay = MathF.FusedMultiplyAdd(-lr, weightDecay, 1f);
         Span<float> s = stackalloc float[Adam8bitBlockwise.BlockSize];
         Span<float> mids = stackalloc float[255];
-        for (var j = 0; j < 255; j++)
-        {
-            mids[j] = (qmap1[j] + qmap1[j + 1]) * 0.5f;
-        }
+        StateQuantizer.Midpoints(qmap1, mids);
 
         for (var start = 0; start < n; start += Adam8bitBlockwise.BlockSize)
         {
@@ -84,13 +81,7 @@ internal static class OneState8bitBlockwise
             absmax1[b] = max;
             for (var k = 0; k < len; k++)
             {
-                var c = Adam8bitBlockwise.NearestUpper(s[k] / max, mids);
-                if (float.IsNegative(qmap1[c]) != float.IsNegative(s[k]))
-                {
-                    c += float.IsNegative(s[k]) ? -1 : 1;
-                }
-
-                state1[start + k] = (byte)c;
+                state1[start + k] = StateQuantizer.Signed(s[k], max, qmap1, mids);
             }
         }
     }
