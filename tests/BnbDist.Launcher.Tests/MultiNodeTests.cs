@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using BnbDist.Tests;
 
 namespace BnbDist.Launcher.Tests;
 

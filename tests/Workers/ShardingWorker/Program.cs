@@ -1,0 +1,112 @@
+// Sharding test worker: trains TinyLm for --steps steps on a fixed synthetic token stream and writes the global mean
+// loss of every step and the final trainable weights (whole tensors) as JSON to --out (rank 0 only).
+//   --variant qlora|full   4-bit NF4 (double quant) base + LoRA r=8 on the MLP, or every weight trained in f32
+//   --reference            one process, no FullyShard, the whole global batch (the run sharded runs must reproduce)
+//   --steps N              training steps (default 20)
+//   --mismatch-rank R      rank R builds a different model (to test the error on every rank)
+using System.Globalization;
+using System.Text.Json;
+using BnbDist.Collectives;
+using BnbDist.Nn.Surgery;
+using BnbDist.Sharding;
+using ShardingWorker;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+string Arg(string name, string fallback)
+{
+    var i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+}
+
+const int GlobalBatch = 12, SeqLen = 16, Vocab = 64;
+var steps = int.Parse(Arg("--steps", "20"), CultureInfo.InvariantCulture);
+var variant = Arg("--variant", "qlora");
+var reference = args.Contains("--reference");
+var outPath = Arg("--out", "sharding-result.json");
+
+return DistributedEnvironment.RunWorker(env =>
+{
+    torch.set_num_threads(1);
+    var mismatch = int.Parse(Arg("--mismatch-rank", "-1"), CultureInfo.InvariantCulture) == env.Rank;
+    manual_seed(1234);
+    var model = new TinyLm(Vocab, 128, mismatch ? 256 : 384, nLayers: 2);
+    if (variant == "qlora")
+    {
+        ModelSurgery.QuantizeLinears(model, new BitsAndBytesConfig { QuantType = BnbDist.QuantType.NF4, UseDoubleQuant = true });
+        ModelSurgery.AddLora(model, new LoraConfig { R = 8, Alpha = 16, TargetModules = ["gate_proj", "up_proj", "down_proj"] });
+        foreach (var (name, p) in model.named_parameters())
+        {
+            p.requires_grad = name.Contains("lora_", StringComparison.Ordinal);
+        }
+    }
+
+    if (reference)
+    {
+        var trainable = model.parameters().Where(p => p.requires_grad).ToList();
+        var losses = Train(model, trainable, steps, 0, 1, loss =>
+        {
+            loss.backward();
+        }, null);
+        Write(losses, Trainable(model));
+        return 0;
+    }
+
+    var (store, comm) = env.InitProcessGroup(TimeSpan.FromSeconds(60));
+    using (store)
+    using (comm)
+    {
+        foreach (var layer in model.Layers)
+        {
+            FullyShard.Apply(layer, comm);
+        }
+
+        var root = FullyShard.Apply(model, comm);
+        var losses = Train(model, root.Parameters(), steps, env.Rank, env.WorldSize, root.Backward, comm);
+        root.Unshard();
+        var weights = Trainable(model);
+        root.Reshard();
+        Console.WriteLine($"rank {env.Rank}: local bytes {root.LocalBytes} padded {root.PaddedLocalBytes} atoms {root.AtomBytes} full {root.FullBytes} gathered/step {root.GatheredBytesPerStep}");
+        if (env.Rank == 0)
+        {
+            Write(losses, weights);
+        }
+
+        comm.Barrier();
+    }
+
+    return 0;
+});
+
+static List<double> Train(TinyLm model, IReadOnlyList<Parameter> parameters, int steps, int rank, int world,
+    Action<Tensor> backward, ICommunicator? comm)
+{
+    var optimizer = optim.AdamW(parameters, lr: 1e-2, weight_decay: 0.01);
+    var losses = new List<double>();
+    var per = GlobalBatch / world;
+    for (var step = 0; step < steps; step++)
+    {
+        using var scope = NewDisposeScope();
+        var gen = new Generator((ulong)(1000 + step));
+        var all = randint(0, Vocab, [GlobalBatch, SeqLen + 1], generator: gen);
+        var mine = all.narrow(0, rank * per, per);
+        var logits = model.call(mine.narrow(1, 0, SeqLen));
+        var loss = nn.functional.cross_entropy(logits.reshape(-1, Vocab), mine.narrow(1, 1, SeqLen).reshape(-1));
+        var global = loss.detach().clone();
+        comm?.AllReduce(global, ReduceOp.Avg);
+        losses.Add(global.item<float>());
+        optimizer.zero_grad();
+        backward(loss);
+        optimizer.step();
+    }
+
+    return losses;
+}
+
+static Dictionary<string, float[]> Trainable(TinyLm model) =>
+    model.named_parameters().Where(p => p.parameter.requires_grad)
+        .ToDictionary(p => p.name, p => p.parameter.detach().reshape(-1).to_type(ScalarType.Float32).data<float>().ToArray());
+
+void Write(List<double> losses, Dictionary<string, float[]> weights) =>
+    File.WriteAllText(outPath, JsonSerializer.Serialize(new { losses, weights }));
