@@ -34,16 +34,8 @@ public sealed class FsdpModule
         Hookable = module is nn.Module<Tensor, Tensor>;
         if (module is nn.Module<Tensor, Tensor> hookable)
         {
-            hookable.register_forward_pre_hook((_, input) =>
-            {
-                PreForward();
-                return input;
-            });
-            hookable.register_forward_hook((_, _, output) =>
-            {
-                PostForward();
-                return output;
-            });
+            hookable.register_forward_pre_hook((_, input) => PreForward(input));
+            hookable.register_forward_hook((_, _, output) => PostForward(output));
         }
     }
 
@@ -269,7 +261,7 @@ public sealed class FsdpModule
         }
     }
 
-    private void PreForward()
+    private Tensor PreForward(Tensor input)
     {
         var root = Root;
         if (IsRoot)
@@ -277,23 +269,10 @@ public sealed class FsdpModule
             FullyShard.ThrowIfBlockWithoutRoot(this);
 
             // Blocks whose forward cannot be hooked are gathered with the root.
-            foreach (var (_, g) in Groups)
-            {
-                if (ReferenceEquals(g, Group) || !HookableGroup(g))
-                {
-                    g.StartUnshard();
-                }
-            }
-
-            foreach (var (_, g) in Groups)
-            {
-                if (ReferenceEquals(g, Group) || !HookableGroup(g))
-                {
-                    g.FinishUnshard();
-                }
-            }
-
-            return;
+            var now = Groups.Where(g => ReferenceEquals(g.Group, Group) || !HookableGroup(g.Group)).Select(g => g.Group).ToList();
+            now.ForEach(g => g.StartUnshard());
+            now.ForEach(g => g.FinishUnshard());
+            return input;
         }
 
         Group.FinishUnshard();
@@ -309,22 +288,47 @@ public sealed class FsdpModule
                 root.forwardOrder[i + 1].StartUnshard();
             }
         }
+
+        // Free this block's quantized weights once its backward is done (the gradient of its input is its last product).
+        return ReshardsAfterForward && input.requires_grad ? BackwardHook.Apply(input, Group.ReshardQuantized) : input;
     }
 
-    private void PostForward()
+    private Tensor PostForward(Tensor output)
     {
-        if (!IsRoot)
+        if (IsRoot)
         {
-            return;
+            orderRecorded = orderRecorded || forwardOrder.Count > 0;
+            if (!is_grad_enabled())
+            {
+                // Inference: nothing will run backward, so nothing needs the whole tensors any more.
+                Reshard();
+            }
+
+            return output;
         }
 
-        orderRecorded = orderRecorded || forwardOrder.Count > 0;
-        if (!is_grad_enabled())
+        if (!ReshardsAfterForward && is_grad_enabled())
         {
-            // Inference: nothing will run backward, so nothing needs the whole tensors any more.
-            Reshard();
+            return output;
+        }
+
+        Group.ReshardQuantized();
+        return is_grad_enabled() && output.requires_grad ? BackwardHook.Apply(output, PreBackward) : output;
+    }
+
+    /// <summary>Just before this block's backward: gather its quantized weights again, and prefetch the block before it.</summary>
+    private void PreBackward()
+    {
+        Group.FinishUnshard(quantizedOnly: true);
+        var order = Root.forwardOrder;
+        var i = order.IndexOf(Group);
+        if (Options.Prefetch && i > 0)
+        {
+            order[i - 1].StartUnshard(quantizedOnly: true);
         }
     }
+
+    private bool ReshardsAfterForward => Options.ReshardAfterForward && Group.HasQuantized;
 
     private bool HookableGroup(FsdpParamGroup g) => FindHandle(g)?.Hookable ?? false;
 

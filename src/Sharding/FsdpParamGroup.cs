@@ -5,15 +5,24 @@ namespace BnbDist.Sharding;
 
 /// <summary>
 /// The sharded tensors of one <see cref="FullyShard.Apply"/>ed module (one block), communicated together: one
-/// all-gather per buffer kind to unshard (f32 shards and u8 quantized bytes), one reduce-scatter for the gradients.
+/// all-gather per buffer kind to unshard (f32 parameter shards, u8 quantized bytes, f32 quantization statistics), one
+/// reduce-scatter for the gradients.
 /// </summary>
+/// <remarks>
+/// The quantized kinds can be released and gathered again on their own (reshard after forward, re-gather before the
+/// block's backward): 4-bit weights are read by their autograd function at backward time, not saved, so swapping
+/// their storage is safe. Float parameters stay put between forward and backward because autograd saved them.
+/// </remarks>
 internal sealed class FsdpParamGroup
 {
+    private static readonly SlotBuffer[] AllKinds = [SlotBuffer.Params, SlotBuffer.QuantBytes, SlotBuffer.QuantStats];
+    private static readonly SlotBuffer[] QuantKinds = [SlotBuffer.QuantBytes, SlotBuffer.QuantStats];
     private readonly ICommunicator comm;
     private readonly Device device;
+    private readonly Dictionary<SlotBuffer, long> chunks = AllKinds.ToDictionary(k => k, _ => 0L);
+    private readonly HashSet<SlotBuffer> resident = [];
+    private readonly Dictionary<SlotBuffer, Tensor> gathered = [];
     private Task? pendingGather;
-    private Tensor? gatheredFloat;
-    private Tensor? gatheredByte;
 
     public FsdpParamGroup(string name, IReadOnlyList<ShardSlot> slots, IReadOnlyList<(string Name, Tensor Tensor)> replicated,
         ICommunicator comm, Device device)
@@ -25,23 +34,16 @@ internal sealed class FsdpParamGroup
         this.device = device;
         foreach (var s in slots)
         {
-            if (s.Buffer == SlotBuffer.Float)
-            {
-                s.Offset = FloatChunk;
-                FloatChunk += s.PaddedLength;
-            }
-            else
-            {
-                s.Offset = ByteChunk;
-                ByteChunk += s.PaddedLength;
-            }
-
+            s.Offset = chunks[s.Buffer];
+            chunks[s.Buffer] += s.PaddedLength;
             if (s.Trainable)
             {
                 s.GradOffset = GradChunk;
                 GradChunk += s.PaddedLength;
             }
         }
+
+        resident.UnionWith(AllKinds); // the module holds whole tensors until the first reshard
     }
 
     /// <summary>Module path of the block ("" for the root).</summary>
@@ -53,81 +55,58 @@ internal sealed class FsdpParamGroup
     /// <summary>Small tensors every rank holds whole and equal (double-quant offsets), by name.</summary>
     public IReadOnlyList<(string Name, Tensor Tensor)> Replicated { get; }
 
-    /// <summary>Per-rank f32 elements in one all-gather.</summary>
-    public long FloatChunk { get; }
-
-    /// <summary>Per-rank bytes of quantized data in one all-gather.</summary>
-    public long ByteChunk { get; }
-
     /// <summary>Per-rank f32 elements in one gradient reduce-scatter.</summary>
     public long GradChunk { get; }
 
-    /// <summary>Whether the whole tensors are in the module.</summary>
-    public bool IsUnsharded { get; private set; }
+    /// <summary>Whether every whole tensor is in the module.</summary>
+    public bool IsUnsharded => resident.Count == AllKinds.Length;
 
-    /// <summary>Whether an all-gather has been issued and not consumed yet.</summary>
-    public bool IsGathering => pendingGather is not null;
+    /// <summary>Whether the group has quantized weights (which can be released between forward and backward).</summary>
+    public bool HasQuantized => QuantKinds.Any(k => chunks[k] > 0);
 
-    /// <summary>Bytes one unshard moves onto this rank (what the wire carries, padding included).</summary>
-    public long GatheredBytesPerUnshard => ((FloatChunk * 4) + ByteChunk) * (comm.WorldSize - 1);
+    /// <summary>Bytes one full unshard moves onto this rank (what the wire carries, padding included).</summary>
+    public long GatheredBytesPerUnshard =>
+        ((chunks[SlotBuffer.Params] * 4) + chunks[SlotBuffer.QuantBytes] + (chunks[SlotBuffer.QuantStats] * 4)) * (comm.WorldSize - 1);
 
-    /// <summary>Issues the all-gathers (non-blocking); <see cref="FinishUnshard"/> waits and fills the modules.</summary>
-    public void StartUnshard()
+    /// <summary>Issues the all-gathers of the missing kinds (non-blocking); <see cref="FinishUnshard"/> waits and fills the modules.</summary>
+    /// <param name="quantizedOnly">Gather only the quantized weights (for backward; float parameters are still in place).</param>
+    public void StartUnshard(bool quantizedOnly = false)
     {
-        if (IsUnsharded || pendingGather is not null)
+        if (pendingGather is not null)
         {
             return;
         }
 
-        var tasks = new List<Task>(2);
-        gatheredFloat = Gather(SlotBuffer.Float, FloatChunk, ScalarType.Float32, tasks);
-        gatheredByte = Gather(SlotBuffer.Byte, ByteChunk, ScalarType.Byte, tasks);
-        pendingGather = Task.WhenAll(tasks);
-    }
-
-    /// <summary>Waits for the all-gathers and puts every whole tensor into its module.</summary>
-    public void FinishUnshard()
-    {
-        if (IsUnsharded)
+        var tasks = new List<Task>(3);
+        foreach (var kind in quantizedOnly ? QuantKinds : AllKinds)
         {
-            return;
-        }
-
-        StartUnshard();
-        try
-        {
-            pendingGather!.GetAwaiter().GetResult();
-            foreach (var s in Slots)
+            if (!resident.Contains(kind) && chunks[kind] > 0)
             {
-                s.Fill(s.Buffer == SlotBuffer.Float ? gatheredFloat! : gatheredByte!, s.Buffer == SlotBuffer.Float ? FloatChunk : ByteChunk);
+                gathered[kind] = Gather(kind, tasks);
             }
+        }
 
-            IsUnsharded = true;
-        }
-        finally
-        {
-            pendingGather = null;
-            gatheredFloat?.Dispose();
-            gatheredByte?.Dispose();
-            gatheredFloat = gatheredByte = null;
-        }
+        pendingGather = tasks.Count == 0 ? null : Task.WhenAll(tasks);
     }
 
-    /// <summary>Frees the whole tensors, keeping only this rank's shards.</summary>
-    public void Reshard()
+    /// <summary>Waits for the all-gathers (issuing them if needed) and puts the whole tensors into their modules.</summary>
+    /// <param name="quantizedOnly">Only the quantized weights are needed (backward).</param>
+    public void FinishUnshard(bool quantizedOnly = false)
     {
-        if (!IsUnsharded)
+        Drain(); // a prefetch may have asked for other kinds than this call needs
+        StartUnshard(quantizedOnly);
+        Drain();
+        foreach (var kind in quantizedOnly ? QuantKinds : AllKinds)
         {
-            return;
+            resident.Add(kind); // kinds with nothing to gather are trivially in place
         }
-
-        foreach (var s in Slots)
-        {
-            s.Release();
-        }
-
-        IsUnsharded = false;
     }
+
+    /// <summary>Frees every whole tensor, keeping only this rank's shards.</summary>
+    public void Reshard() => Release(AllKinds);
+
+    /// <summary>Frees the whole quantized weights only (reshard after forward).</summary>
+    public void ReshardQuantized() => Release(QuantKinds);
 
     /// <summary>
     /// Reduce-scatters the whole gradients of the trainable tensors (averaged or summed over ranks) into the master
@@ -176,8 +155,7 @@ internal sealed class FsdpParamGroup
                 using var noGrad = no_grad();
                 foreach (var s in trainable)
                 {
-                    var n = s.Local.numel();
-                    var shard = output.narrow(0, s.GradOffset, n).clone().DetachFromDisposeScope();
+                    var shard = output.narrow(0, s.GradOffset, s.Local.numel()).clone().DetachFromDisposeScope();
                     if (s.Master!.grad is { } existing)
                     {
                         existing.add_(shard);
@@ -197,13 +175,51 @@ internal sealed class FsdpParamGroup
         }, TaskScheduler.Default);
     }
 
-    private Tensor? Gather(SlotBuffer kind, long chunk, ScalarType dtype, List<Task> tasks)
+    private void Drain()
     {
-        if (chunk == 0)
+        try
         {
-            return null;
-        }
+            pendingGather?.GetAwaiter().GetResult();
+            foreach (var (kind, buffer) in gathered)
+            {
+                foreach (var s in Slots.Where(s => s.Buffer == kind))
+                {
+                    s.Fill(buffer, chunks[kind]);
+                }
 
+                resident.Add(kind);
+            }
+        }
+        finally
+        {
+            pendingGather = null;
+            foreach (var buffer in gathered.Values)
+            {
+                buffer.Dispose();
+            }
+
+            gathered.Clear();
+        }
+    }
+
+    private void Release(SlotBuffer[] kinds)
+    {
+        foreach (var kind in kinds)
+        {
+            if (resident.Remove(kind))
+            {
+                foreach (var s in Slots.Where(s => s.Buffer == kind))
+                {
+                    s.Release();
+                }
+            }
+        }
+    }
+
+    private Tensor Gather(SlotBuffer kind, List<Task> tasks)
+    {
+        var chunk = chunks[kind];
+        var dtype = kind == SlotBuffer.QuantBytes ? ScalarType.Byte : ScalarType.Float32;
         var send = zeros(chunk, dtype, device).DetachFromDisposeScope();
         foreach (var s in Slots.Where(s => s.Buffer == kind))
         {

@@ -6,11 +6,14 @@ namespace BnbDist.Sharding;
 /// <summary>Which flat communication buffer a slot travels in.</summary>
 internal enum SlotBuffer
 {
-    /// <summary>f32: float parameters (any float dtype, held as f32 shards) and f32 quantization statistics.</summary>
-    Float,
+    /// <summary>f32: float parameters (any float dtype, held as f32 shards).</summary>
+    Params,
 
     /// <summary>u8: packed 4-bit weights and double-quantized absmax codes.</summary>
-    Byte,
+    QuantBytes,
+
+    /// <summary>f32: quantization statistics (nested absmax, or absmax without double quant).</summary>
+    QuantStats,
 }
 
 /// <summary>
@@ -24,7 +27,7 @@ internal enum SlotBuffer
 /// </remarks>
 internal sealed class ShardSlot
 {
-    public ShardSlot(string name, Tensor target, long unitsPerAtom, int rank, int worldSize, bool trainable)
+    public ShardSlot(string name, Tensor target, long unitsPerAtom, int rank, int worldSize, bool trainable, bool quantized)
     {
         Name = name;
         Target = target;
@@ -33,7 +36,7 @@ internal sealed class ShardSlot
         Device = target.device;
         UnitsPerAtom = unitsPerAtom;
         Rank = rank;
-        Buffer = DType == ScalarType.Byte ? SlotBuffer.Byte : SlotBuffer.Float;
+        Buffer = !quantized ? SlotBuffer.Params : DType == ScalarType.Byte ? SlotBuffer.QuantBytes : SlotBuffer.QuantStats;
         Layout = ShardLayout.ForLength(Length, unitsPerAtom, worldSize);
         Range = Layout.Slice(rank, Length, unitsPerAtom);
         Trainable = trainable;
@@ -41,7 +44,7 @@ internal sealed class ShardSlot
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var slice = target.detach().reshape(-1).narrow(0, Range.Start, Range.Length);
-        var local = (Buffer == SlotBuffer.Float ? slice.to_type(ScalarType.Float32) : slice).clone();
+        var local = (DType == ScalarType.Byte ? slice : slice.to_type(ScalarType.Float32)).clone();
         if (trainable)
         {
             Master = new Parameter(local.DetachFromDisposeScope(), requires_grad: true);

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace BnbDist.Sharding;
 
 /// <summary>A tensor a group will shard, found before anything is sliced (so ranks can be compared first).</summary>
-internal sealed record SlotSpec(string Name, Tensor Target, long UnitsPerAtom, bool Trainable)
+internal sealed record SlotSpec(string Name, Tensor Target, long UnitsPerAtom, bool Trainable, bool Quantized = false)
 {
     public string Describe() => string.Create(System.Globalization.CultureInfo.InvariantCulture,
         $"{Name} [{string.Join(',', Target.shape)}] {Target.dtype} atom={UnitsPerAtom} trainable={Trainable}");
@@ -76,11 +76,11 @@ internal static class SlotDiscovery
         var blocksPerAtom = state.State2?.BlockSize ?? 256;
         var elementsPerAtom = (long)state.BlockSize * blocksPerAtom;
         seen.Add(layer.Weight);
-        slots.Add(new SlotSpec(prefix + "weight", layer.Weight, elementsPerAtom / 2, Trainable: false));
-        slots.Add(new SlotSpec(prefix + "weight.absmax", state.Absmax, blocksPerAtom, Trainable: false));
+        slots.Add(new SlotSpec(prefix + "weight", layer.Weight, elementsPerAtom / 2, Trainable: false, Quantized: true));
+        slots.Add(new SlotSpec(prefix + "weight.absmax", state.Absmax, blocksPerAtom, Trainable: false, Quantized: true));
         if (state.State2 is { } nested)
         {
-            slots.Add(new SlotSpec(prefix + "weight.nested_absmax", nested.Absmax, 1, Trainable: false));
+            slots.Add(new SlotSpec(prefix + "weight.nested_absmax", nested.Absmax, 1, Trainable: false, Quantized: true));
             replicated.Add((prefix + "weight.nested_offset", state.Offset!));
         }
     }

@@ -153,6 +153,44 @@ public class FullyShardUsageTests
         Assert.Contains(name, ex.Message, StringComparison.Ordinal);
     });
 
+    /// <summary>
+    /// Reshard after forward: between a block's forward and its backward only the float parameters stay gathered (the
+    /// 4-bit weights are freed and gathered again for backward), and the gradients equal those of a run that keeps
+    /// everything gathered.
+    /// </summary>
+    [Fact]
+    public void ReshardAfterForwardFreesFourBitWeightsAndKeepsGradients() => Ranks.Run(2, comm =>
+    {
+        var grads = new List<List<Tensor>>();
+        var first = QLoraModel();
+        var second = QLoraModel();
+        second.load_state_dict(first.state_dict()); // same weights and adapters, both still unquantized
+        foreach (var (model, reshard) in new[] { (first, true), (second, false) })
+        {
+            var options = new FullyShardOptions { ReshardAfterForward = reshard };
+            foreach (var layer in model.Layers)
+            {
+                FullyShard.Apply(layer, comm, options);
+            }
+
+            var root = FullyShard.Apply(model, comm, options);
+            var x = Tokens(30 + comm.Rank);
+            var loss = Loss(model, x);
+            var fourBit = model.modules().OfType<Linear4bit>().ToList();
+            Assert.Equal(6, fourBit.Count);
+            Assert.All(fourBit, l => Assert.Equal(reshard, l.Weight.numel() == 0));
+            Assert.All(root.Parameters(), p => Assert.NotNull(p));
+            root.Backward(loss);
+            Assert.All(fourBit, l => Assert.Equal(0, l.Weight.numel()));
+            grads.Add([.. root.Parameters().Select(p => p.grad!.clone())]);
+        }
+
+        foreach (var (a, b) in grads[0].Zip(grads[1]))
+        {
+            Assert.True(a.allclose(b, rtol: 0, atol: 0), "gradients differ between reshard-after-forward on and off");
+        }
+    });
+
     private static Tensor Loss(TinyLm model, Tensor tokens)
     {
         var logits = model.call(tokens.narrow(1, 0, 8));

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace BnbDist.Nn.Autograd;
 
 /// <summary>
-/// y = x·dequant(W)ᵀ + b with a frozen 4-bit weight (bitsandbytes' MatMul4Bit). Only the packed bytes are saved for
+/// y = x·dequant(W)ᵀ + b with a frozen 4-bit weight (bitsandbytes' MatMul4Bit). Only a reference to the packed bytes is kept for
 /// backward, which dequantizes again: no full-precision copy of the weight lives between forward and backward.
 /// Gradients flow to x and b, never to the quantized weight.
 /// </summary>
@@ -26,7 +26,9 @@ internal sealed class MatMul4Bit : torch.autograd.SingleTensorFunction<MatMul4Bi
         var packed = (Tensor)vars[1];
         var state = (QuantState)vars[2];
         var bias = vars.Length > 3 ? (Tensor)vars[3] : null;
-        ctx.save_for_backward([packed]);
+        // The packed weight is read again at backward time rather than saved: a frozen weight does not change, and
+        // sharding may free its storage between forward and backward and gather it back (saved tensors forbid that).
+        ctx.save_data("packed", new WeightRef(packed));
         ctx.save_data("state", state);
         ctx.save_data("need_x", x.requires_grad);
         ctx.save_data("need_bias", bias?.requires_grad ?? false);
@@ -37,7 +39,7 @@ internal sealed class MatMul4Bit : torch.autograd.SingleTensorFunction<MatMul4Bi
 
     public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output)
     {
-        var packed = ctx.get_saved_variables()[0];
+        var packed = ((WeightRef)ctx.get_data("packed")).Tensor;
         var state = (QuantState)ctx.get_data("state");
         Tensor? gradX = null, gradBias = null;
         if ((bool)ctx.get_data("need_x"))
@@ -61,6 +63,9 @@ internal sealed class MatMul4Bit : torch.autograd.SingleTensorFunction<MatMul4Bi
 
         return grads;
     }
+
+    /// <summary>Holds the weight for backward without making it a saved (version-checked) tensor.</summary>
+    private sealed record WeightRef(Tensor Tensor);
 
     /// <summary>The weight in <paramref name="dtype"/>, dequantized straight into that dtype (one rounding from f32).</summary>
     internal static Tensor Dequantize(Tensor packed, QuantState state, ScalarType dtype)
