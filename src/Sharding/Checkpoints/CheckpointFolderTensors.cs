@@ -1,4 +1,5 @@
 using BnbDist.Serialization;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace BnbDist.Sharding.Checkpoints;
@@ -18,6 +19,36 @@ public static class CheckpointFolderTensors
         var range = layout.Slice(rank, t.Length, t.UnitsPerAtom);
         var local = Fill(new[] { range.Length }, t.DType, sink => folder.ReadSlice(t, range, sink, verify), folder.FilePath(t.Slices[0].File), name);
         return new ShardedTensor(name, local, [.. t.GlobalShape], layout, t.UnitsPerAtom, rank);
+    }
+
+    /// <summary>
+    /// Fills <paramref name="target"/>'s local slice in place (any device; a CPU contiguous slice is read into directly,
+    /// without a host copy) with its rank's bytes of the saved tensor of the same name, laid out for the target's world size.
+    /// </summary>
+    /// <exception cref="CheckpointException"><see cref="CheckpointError.Mismatch"/>: no such tensor, or another dtype, global shape or atom size.</exception>
+    public static void ReadShardInto(this CheckpointFolder folder, ShardedTensor target, bool verify = true)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(target);
+        var t = folder.Index.TensorRecord(target.Name)
+            ?? throw new CheckpointException(CheckpointError.Mismatch, folder.IndexPath, target.Name, "the checkpoint has no such sharded tensor.");
+        if (t.DType != SafeTensorsFile.DTypeString(target.Local.dtype) || !t.GlobalShape.SequenceEqual(target.GlobalShape)
+            || t.UnitsPerAtom != target.UnitsPerAtom || t.Atoms != target.Layout.Atoms || target.Local.numel() != target.Range.Length)
+        {
+            throw new CheckpointException(CheckpointError.Mismatch, folder.IndexPath, target.Name,
+                $"saved as {t.DType} [{string.Join(", ", t.GlobalShape)}] in {t.Atoms} atoms of {t.UnitsPerAtom}; the target is " +
+                $"{SafeTensorsFile.DTypeString(target.Local.dtype)} [{string.Join(", ", target.GlobalShape)}] in {target.Layout.Atoms} atoms of {target.UnitsPerAtom} with {target.Local.numel()} local elements.");
+        }
+
+        using var noGrad = no_grad();
+        if (target.Local.device_type == DeviceType.CPU && target.Local.is_contiguous())
+        {
+            Fill(target.Local, sink => folder.ReadSlice(t, target.Range, sink, verify), folder.FilePath(t.Slices[0].File), t.Name);
+            return;
+        }
+
+        using var host = folder.ReadShard(target.Name, target.Rank, target.Layout.WorldSize, verify).Local;
+        target.Local.copy_(host);
     }
 
     /// <summary>The whole of sharded tensor <paramref name="name"/>, in its global shape.</summary>
@@ -71,19 +102,23 @@ public static class CheckpointFolderTensors
         var t = empty(shape, st);
         try
         {
-            var filler = new TensorBytes.Filler(t);
-            read(filler.Write);
-            if (filler.Filled != TensorBytes.ByteLength(t))
-            {
-                throw new CheckpointException(CheckpointError.Corrupt, file, name, $"{filler.Filled} of {TensorBytes.ByteLength(t)} bytes read.");
-            }
-
+            Fill(t, read, file, name);
             return t;
         }
         catch
         {
             t.Dispose();
             throw;
+        }
+    }
+
+    private static void Fill(Tensor t, Action<ByteSink> read, string file, string name)
+    {
+        var filler = new TensorBytes.Filler(t);
+        read(filler.Write);
+        if (filler.Filled != TensorBytes.ByteLength(t))
+        {
+            throw new CheckpointException(CheckpointError.Corrupt, file, name, $"{filler.Filled} of {TensorBytes.ByteLength(t)} bytes read.");
         }
     }
 }

@@ -8,9 +8,12 @@ namespace BnbDist.Sharding.Checkpoints;
 /// </summary>
 public sealed class LoadedCheckpoint : IDisposable
 {
+    private readonly HashSet<string> borrowed;
+
     internal LoadedCheckpoint(string folder, CheckpointIndex index, int rank, int worldSize, Dictionary<string, ShardedTensor> sharded,
-        Dictionary<string, Tensor> replicated, Dictionary<string, Tensor> extras, IReadOnlyList<string> skipped)
+        Dictionary<string, Tensor> replicated, Dictionary<string, Tensor> extras, IReadOnlyList<string> skipped, HashSet<string> borrowed)
     {
+        this.borrowed = borrowed;
         Folder = folder;
         Index = index;
         Rank = rank;
@@ -39,7 +42,10 @@ public sealed class LoadedCheckpoint : IDisposable
     /// <summary>Whether it was saved with another world size (its slices were re-cut, bytes unchanged).</summary>
     public bool Resharded => Index.WorldSize != WorldSize;
 
-    /// <summary>This rank's slice of every sharded tensor, by name, laid out for <see cref="WorldSize"/> ranks.</summary>
+    /// <summary>
+    /// This rank's slice of every sharded tensor, by name, laid out for <see cref="WorldSize"/> ranks: the caller's own
+    /// <see cref="ShardedTensor"/> objects for those loaded in place (see <see cref="ShardedCheckpointer.Load"/>), new ones for the rest.
+    /// </summary>
     public IReadOnlyDictionary<string, ShardedTensor> Sharded { get; }
 
     /// <summary>The replicated tensors, by name.</summary>
@@ -54,10 +60,10 @@ public sealed class LoadedCheckpoint : IDisposable
     /// <summary>Newer checkpoints that were skipped because they were corrupt or incomplete (with fallback), and why.</summary>
     public IReadOnlyList<string> Skipped { get; }
 
-    /// <inheritdoc/>
+    /// <summary>Disposes the tensors this object allocated (not those loaded into the caller's tensors).</summary>
     public void Dispose()
     {
-        foreach (var t in Sharded.Values)
+        foreach (var t in Sharded.Values.Where(t => !borrowed.Contains(t.Name)))
         {
             t.Local.Dispose();
         }
@@ -69,7 +75,7 @@ public sealed class LoadedCheckpoint : IDisposable
     }
 
     /// <summary>Loads <paramref name="folder"/> for rank <paramref name="rank"/> of <paramref name="worldSize"/> on this process alone (no collectives).</summary>
-    internal static LoadedCheckpoint Read(string folder, int rank, int worldSize, CheckpointLoadOptions options, IReadOnlyList<string> skipped)
+    internal static LoadedCheckpoint Read(string folder, int rank, int worldSize, CheckpointLoadOptions options, IReadOnlyList<string> skipped, IReadOnlyList<ShardedTensor>? into)
     {
         using var f = CheckpointFolder.Open(folder);
         var index = f.Index;
@@ -83,23 +89,36 @@ public sealed class LoadedCheckpoint : IDisposable
             throw new CheckpointException(CheckpointError.Mismatch, f.IndexPath, null, $"saved by {index.WorldSize} ranks; this run has {worldSize} (resharding was not allowed).");
         }
 
+        var targets = (into ?? []).ToDictionary(t => t.Name, StringComparer.Ordinal);
+        var borrowed = targets.Keys.ToHashSet(StringComparer.Ordinal);
         var sharded = new Dictionary<string, ShardedTensor>(StringComparer.Ordinal);
         var replicated = new Dictionary<string, Tensor>();
         var extras = new Dictionary<string, Tensor>();
         try
         {
-            foreach (var t in index.Tensors)
+            foreach (var target in targets.Values)
+            {
+                if (target.Rank != rank || target.Layout.WorldSize != worldSize)
+                {
+                    throw new CheckpointException(CheckpointError.Mismatch, f.IndexPath, target.Name, $"target is rank {target.Rank} of {target.Layout.WorldSize}; this is rank {rank} of {worldSize}.");
+                }
+
+                f.ReadShardInto(target, options.VerifyChecksums);
+                sharded[target.Name] = target;
+            }
+
+            foreach (var t in index.Tensors.Where(t => !targets.ContainsKey(t.Name)))
             {
                 sharded[t.Name] = f.ReadShard(t.Name, rank, worldSize, options.VerifyChecksums);
             }
 
             replicated = f.ReadReplicated(options.VerifyChecksums);
             extras = index.WorldSize == worldSize ? f.ReadExtras(rank, options.VerifyChecksums) : [];
-            return new LoadedCheckpoint(f.Path, index, rank, worldSize, sharded, replicated, extras, skipped);
+            return new LoadedCheckpoint(f.Path, index, rank, worldSize, sharded, replicated, extras, skipped, borrowed);
         }
         catch
         {
-            new LoadedCheckpoint(f.Path, index, rank, worldSize, sharded, replicated, extras, skipped).Dispose();
+            new LoadedCheckpoint(f.Path, index, rank, worldSize, sharded, replicated, extras, skipped, borrowed).Dispose();
             throw;
         }
     }

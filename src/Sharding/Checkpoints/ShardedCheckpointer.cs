@@ -93,7 +93,13 @@ public sealed class ShardedCheckpointer : IDisposable, IAsyncDisposable
     /// <see cref="CheckpointLoadOptions.FallbackToPrevious"/>, a checkpoint that is corrupt or incomplete on any rank is
     /// skipped (logged) for the previous complete one, the same on every rank.
     /// </summary>
-    public LoadedCheckpoint Load(CheckpointLoadOptions? options = null)
+    /// <param name="options">Which checkpoint and what to check.</param>
+    /// <param name="into">
+    /// This rank's existing slices (e.g. FullyShard's) to fill in place, matched by name; they must have the checkpoint's
+    /// dtype, global shape and atoms, laid out for this world. Saves allocating (and, for CPU tensors, copying) them again.
+    /// Sharded tensors not listed are returned as new tensors. If the load fails, their contents are unspecified.
+    /// </param>
+    public LoadedCheckpoint Load(CheckpointLoadOptions? options = null, IReadOnlyList<ShardedTensor>? into = null)
     {
         WaitForPrevious();
         var o = options ?? new CheckpointLoadOptions();
@@ -114,7 +120,7 @@ public sealed class ShardedCheckpointer : IDisposable, IAsyncDisposable
             var verdict = string.Empty;
             try
             {
-                loaded = LoadedCheckpoint.Read(folder, Rank, WorldSize, o, skipped);
+                loaded = LoadedCheckpoint.Read(folder, Rank, WorldSize, o, skipped, into);
             }
             catch (CheckpointException ex)
             {

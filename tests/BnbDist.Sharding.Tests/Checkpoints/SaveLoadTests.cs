@@ -26,6 +26,29 @@ public class SaveLoadTests
         Assert.Empty(CheckpointVerifier.Verify(folder));
     }
 
+    [Theory]
+    [InlineData(2, 2)]
+    [InlineData(2, 3)]
+    public void LoadingIntoExistingSlicesFillsTheCallersTensorsInPlace(int from, int to)
+    {
+        using var tmp = new TempFolder();
+        RankThreads.Save(tmp.Path, 9, from);
+        var results = RankThreads.RunAll(to, comm =>
+        {
+            var rank = comm?.Rank ?? 0;
+            var targets = CheckpointTestData.State(1, rank, to).Sharded.Take(5).ToList(); // another step's values, to be overwritten
+            using var ckpt = new ShardedCheckpointer(tmp.Path, comm);
+            using var loaded = ckpt.Load(into: targets);
+            Assert.All(targets, t => Assert.Same(t, loaded.Sharded[t.Name]));
+            return CheckpointTestData.Difference(loaded, 9);
+        });
+        Assert.All(results, Assert.Null);
+
+        var wrong = CheckpointTestData.State(9, 0, 1).Sharded[1] with { UnitsPerAtom = 1001, Layout = new ShardLayout(1, 1) };
+        var ex = Assert.IsType<CheckpointException>(RankThreads.Run(1, _ => new ShardedCheckpointer(tmp.Path).Load(into: [wrong]))[0].Error);
+        Assert.Equal((CheckpointError.Mismatch, "layers.0.weight.absmax"), (ex.Error, ex.TensorName));
+    }
+
     [Fact]
     public void KeepsTheLastKCheckpointsAndLatestNamesTheNewest()
     {
