@@ -23,6 +23,7 @@ var programArgs = new Argument<string[]>("args") { Description = "Arguments for 
 var root = new RootCommand("bnbrun: start a BnbDist job (torchrun's flags and environment variables).")
 {
     nproc, nnodes, nodeRank, masterAddr, masterPort, maxRestarts, backend, logDir, tee, standalone, rdzvId, program, programArgs,
+    CheckpointCommand.Create(),
 };
 root.TreatUnmatchedTokensAsErrors = false;
 root.SetAction(parse =>

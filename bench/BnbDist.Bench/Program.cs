@@ -13,12 +13,26 @@ var repeatsOpt = new Option<int?>("--repeats") { Description = "Timed repetition
 var warmupOpt = new Option<int>("--warmup") { Description = "Untimed warm-up runs.", DefaultValueFactory = _ => 3 };
 var elementsOpt = new Option<long>("--elements") { Description = "Elements of the 8-bit blockwise cases.", DefaultValueFactory = _ => 268435456 };
 var sideOpt = new Option<long>("--side") { Description = "Side of the square 4-bit matrix.", DefaultValueFactory = _ => 8192 };
-var root = new RootCommand("BnbDist benchmarks: quantization kernels against the device's copy bandwidth.")
+var suiteOpt = new Option<string>("--suite") { Description = "quant (kernels against copy bandwidth) or checkpoint (sharded checkpoints against the raw disk).", DefaultValueFactory = _ => "quant" };
+var checkpointGbOpt = new Option<double>("--checkpoint-gb") { Description = "Checkpoint size of the checkpoint suite, GB.", DefaultValueFactory = _ => 4.0 };
+var checkpointDirOpt = new Option<string>("--checkpoint-dir") { Description = "Scratch folder of the checkpoint suite (on the disk to measure; deleted after).", DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), "bnbdist-ckpt-bench") };
+var root = new RootCommand("BnbDist benchmarks: quantization kernels against the device's copy bandwidth; sharded checkpoints against the disk.")
 {
-    deviceOpt, outOpt, repeatsOpt, warmupOpt, elementsOpt, sideOpt,
+    deviceOpt, outOpt, repeatsOpt, warmupOpt, elementsOpt, sideOpt, suiteOpt, checkpointGbOpt, checkpointDirOpt,
 };
 root.SetAction(r =>
 {
+    if (r.GetValue(suiteOpt) == "checkpoint")
+    {
+        var ckptOut = r.GetValue(outOpt) ?? Path.Combine(FindRepoRoot() ?? Directory.GetCurrentDirectory(), "bench", "results", $"checkpoint-cpu-{Environment.ProcessorCount}core.json");
+        var bench = new CheckpointBench(r.GetValue(checkpointDirOpt)!, (long)(r.GetValue(checkpointGbOpt) * 1e9), r.GetValue(repeatsOpt) ?? 3);
+        var doc = bench.Run($"CPU: {CpuModel()} ({Environment.ProcessorCount} threads)");
+        doc["command"] = $"dotnet bnbdist-bench.dll {string.Join(' ', args)}";
+        CheckpointBench.Write(ckptOut, doc);
+        AnsiConsole.MarkupLine($"wrote {Markup.Escape(ckptOut)}");
+        return 0;
+    }
+
     var device = new torch.Device(r.GetValue(deviceOpt)!);
     var repeats = r.GetValue(repeatsOpt) ?? (device.type == DeviceType.CUDA ? 30 : 5);
     string deviceName;

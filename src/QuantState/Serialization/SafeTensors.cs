@@ -155,12 +155,7 @@ public sealed class SafeTensorsFile
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(tensors);
         var ordered = tensors.OrderBy(kv => kv.Key, StringComparer.Ordinal).ToList();
-        var headerJson = BuildHeader(ordered, metadata);
-        var headerBytes = Encoding.UTF8.GetBytes(headerJson);
-        var padded = (headerBytes.Length + 7) / 8 * 8;
-        var header = new byte[padded];
-        Array.Fill(header, (byte)' ');
-        headerBytes.CopyTo(header, 0);
+        var header = EncodeHeader([.. ordered.Select(kv => (kv.Key, kv.Value.dtype, kv.Value.shape))], metadata);
 
         var dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
         Directory.CreateDirectory(dir);
@@ -169,7 +164,6 @@ public sealed class SafeTensorsFile
         {
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
-                fs.Write(BitConverter.GetBytes((ulong)padded));
                 fs.Write(header);
                 foreach (var (_, t) in ordered)
                 {
@@ -192,11 +186,31 @@ public sealed class SafeTensorsFile
         }
     }
 
+    /// <summary>The TorchSharp dtype of a safetensors dtype string ("F32", "U8", ...), or false if it has none.</summary>
+    public static bool TryParseDType(string name, out ScalarType dtype) => DTypes.TryGetValue(name, out dtype);
+
+    /// <summary>
+    /// The first bytes of a safetensors file holding <paramref name="entries"/> in that order: the 8-byte header length
+    /// and the JSON header padded with spaces to a multiple of 8. The tensors' bytes follow, back to back, in the same order.
+    /// </summary>
+    /// <remarks>For writers that stream tensor bytes themselves (sharded checkpoints) instead of passing tensors to <see cref="Save"/>.</remarks>
+    public static byte[] EncodeHeader(IReadOnlyList<(string Name, ScalarType DType, long[] Shape)> entries, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        ArgumentNullException.ThrowIfNull(entries);
+        var headerBytes = Encoding.UTF8.GetBytes(BuildHeader(entries, metadata));
+        var padded = (headerBytes.Length + 7) / 8 * 8;
+        var prefix = new byte[8 + padded];
+        BitConverter.TryWriteBytes(prefix.AsSpan(0, 8), (ulong)padded);
+        prefix.AsSpan(8).Fill((byte)' ');
+        headerBytes.CopyTo(prefix, 8);
+        return prefix;
+    }
+
     /// <summary>The safetensors dtype string of a TorchSharp dtype.</summary>
     public static string DTypeString(ScalarType dtype) =>
         DTypes.FirstOrDefault(kv => kv.Value == dtype).Key ?? throw new ArgumentException($"dtype {dtype} has no safetensors name.", nameof(dtype));
 
-    private static string BuildHeader(List<KeyValuePair<string, Tensor>> ordered, IReadOnlyDictionary<string, string>? metadata)
+    private static string BuildHeader(IReadOnlyList<(string Name, ScalarType DType, long[] Shape)> ordered, IReadOnlyDictionary<string, string>? metadata)
     {
         using var ms = new MemoryStream();
         using (var w = new Utf8JsonWriter(ms))
@@ -214,18 +228,18 @@ public sealed class SafeTensorsFile
             }
 
             long offset = 0;
-            foreach (var (name, t) in ordered)
+            foreach (var (name, dtype, shape) in ordered)
             {
                 if (name == "__metadata__")
                 {
                     throw new ArgumentException("'__metadata__' is reserved and cannot name a tensor.", nameof(ordered));
                 }
 
-                var bytes = t.numel() * TensorMemory.ElementSize(t.dtype);
+                var bytes = shape.Aggregate(1L, (a, b) => a * b) * TensorMemory.ElementSize(dtype);
                 w.WriteStartObject(name);
-                w.WriteString("dtype", DTypeString(t.dtype));
+                w.WriteString("dtype", DTypeString(dtype));
                 w.WriteStartArray("shape");
-                foreach (var d in t.shape)
+                foreach (var d in shape)
                 {
                     w.WriteNumberValue(d);
                 }
