@@ -5,7 +5,7 @@ namespace BnbDist.Optim8bit.Kernels;
 /// below <c>min_8bit_size</c>: f32 moments, the same FMA-contracted update and decoupled weight decay after the step,
 /// the parameter stored in its dtype after the step and after the decay. No non-finite check (the kernel has none).
 /// </summary>
-internal static class Adam32bit
+internal static class TwoState32bit
 {
     /// <summary>Applies one step in place to f32 parameters.</summary>
     public static void Step(Span<float> param, ReadOnlySpan<float> grad, Span<float> m, Span<float> v,
