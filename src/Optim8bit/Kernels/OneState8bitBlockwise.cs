@@ -1,27 +1,26 @@
 namespace BnbDist.Optim8bit.Kernels;
 
-/// <summary>The 1-state update rules of bitsandbytes' 8-bit blockwise optimizers.</summary>
-internal enum OneStateRule
-{
-    /// <summary>SGD with momentum: s = g at step 1, else s·β1 + g; p −= lr·s (weight decay coupled).</summary>
-    Momentum,
-
-    /// <summary>Lion: p·(1 − lr·wd), then p −= lr·sign(s·β1 + (1−β1)·g); s = s·β2 + (1−β2)·g.</summary>
-    Lion,
-
-    /// <summary>RMSprop: s = s·α + (1−α)·g²; p −= lr·g/(√s + ε) (weight decay coupled).</summary>
-    RmsProp,
-}
-
 /// <summary>
-/// One step of bitsandbytes' 1-state 8-bit blockwise optimizers (kOptimizerStatic8bit1StateBlockwise) on f32 data,
-/// on the CPU, with the same FMA contraction, requantization and sign fix as <see cref="Adam8bitBlockwise"/>.
+/// One step of bitsandbytes' 1-state 8-bit blockwise optimizers (kOptimizerStatic8bit1StateBlockwise) on the CPU, with
+/// the same FMA contraction, requantization and sign fix as <see cref="Adam8bitBlockwise"/>.
 /// </summary>
+/// <remarks>
+/// Kernel details kept on purpose: Lion's weight decay and its step <c>lr·sign(…)</c> are each stored in the parameter
+/// dtype before the subtraction; RMSprop divides the raw gradient (without the coupled weight decay the state saw).
+/// Non-finite gradients are not filtered (the kernel does not filter them); a NaN state is left out of the block's absmax
+/// (CUDA's fmaxf), so it cannot poison the other elements of its block.
+/// </remarks>
 internal static class OneState8bitBlockwise
 {
-    /// <summary>Applies one step in place. <paramref name="beta1"/> is the momentum, Lion's β1 or RMSprop's α.</summary>
-    public static void Step(OneStateRule rule, Span<float> param, ReadOnlySpan<float> grad, Span<byte> state1, Span<float> absmax1,
+    /// <summary>Applies one step in place to f32 parameters. <paramref name="beta1"/> is the momentum, Lion's β1 or RMSprop's α.</summary>
+    public static void Step(UpdateRule rule, Span<float> param, ReadOnlySpan<float> grad, Span<byte> state1, Span<float> absmax1,
+        ReadOnlySpan<float> qmap1, float beta1, float beta2, float eps, float lr, float weightDecay, int step) =>
+        Step<Float32Rounding>(rule, param, grad, state1, absmax1, qmap1, beta1, beta2, eps, lr, weightDecay, step);
+
+    /// <summary>Applies one step in place; <typeparamref name="TRound"/> rounds to the parameter's dtype.</summary>
+    public static void Step<TRound>(UpdateRule rule, Span<float> param, ReadOnlySpan<float> grad, Span<byte> state1, Span<float> absmax1,
         ReadOnlySpan<float> qmap1, float beta1, float beta2, float eps, float lr, float weightDecay, int step)
+        where TRound : struct, IParamRounding
     {
         var n = param.Length;
         var decay = MathF.FusedMultiplyAdd(-lr, weightDecay, 1f);
@@ -43,41 +42,45 @@ internal static class OneState8bitBlockwise
                 float sk;
                 switch (rule)
                 {
-                    case OneStateRule.Momentum:
+                    case UpdateRule.Momentum:
                         if (weightDecay > 0f)
                         {
                             g = MathF.FusedMultiplyAdd(weightDecay, p, g);
                         }
 
                         sk = step == 1 ? g : MathF.FusedMultiplyAdd(old, beta1, g);
-                        p = MathF.FusedMultiplyAdd(-lr, sk, p);
+                        p = TRound.Round(MathF.FusedMultiplyAdd(-lr, sk, p));
                         break;
-                    case OneStateRule.Lion:
+                    case UpdateRule.Lion:
                         if (weightDecay > 0f)
                         {
-                            p *= decay;
+                            p = TRound.Round(p * decay);
                         }
 
-                        var direction = MathF.FusedMultiplyAdd(old, beta1, (1f - beta1) * g);
-                        p -= lr * MathF.Sign(direction);
+                        var update = TRound.Round(lr * Sgn(MathF.FusedMultiplyAdd(old, beta1, (1f - beta1) * g)));
                         sk = MathF.FusedMultiplyAdd(old, beta2, (1f - beta2) * g);
+                        p = TRound.Round(p - update);
                         break;
-                    default:
+                    case UpdateRule.RmsProp:
+                        var raw = g;
                         if (weightDecay > 0f)
                         {
                             g = MathF.FusedMultiplyAdd(weightDecay, p, g);
                         }
 
-                        sk = MathF.FusedMultiplyAdd(old, beta1, (1f - beta1) * g * g);
-                        p = MathF.FusedMultiplyAdd(-lr, g / (MathF.Sqrt(sk) + eps), p);
+                        sk = MathF.FusedMultiplyAdd(old, beta1, (1f - beta1) * (g * g));
+                        p = TRound.Round(MathF.FusedMultiplyAdd(-lr, raw / (MathF.Sqrt(sk) + eps), p));
                         break;
+                    default:
+                        throw new ArgumentOutOfRangeException(nameof(rule), rule, "not a 1-state rule");
                 }
 
                 param[i] = p;
                 s[k] = sk;
-                max = MathF.Max(max, MathF.Abs(sk));
+                max = StateQuantizer.MaxAbs(max, sk);
             }
 
+            max = StateQuantizer.StoredAbsmax(max);
             absmax1[b] = max;
             for (var k = 0; k < len; k++)
             {
@@ -85,4 +88,7 @@ internal static class OneState8bitBlockwise
             }
         }
     }
+
+    /// <summary>CUDA's <c>sgn</c>: (0 &lt; x) − (x &lt; 0), so 0 and NaN give 0 (MathF.Sign throws on NaN).</summary>
+    public static float Sgn(float x) => (0f < x ? 1f : 0f) - (x < 0f ? 1f : 0f);
 }

@@ -13,7 +13,7 @@ public class OneState8bitBlockwiseTests
     public void ReplayingBitsandbytesGradientsReproducesItsStatesAndParameters(string name, string ruleName, float beta1, float beta2,
         float eps, float lr, float weightDecay)
     {
-        var rule = Enum.Parse<OneStateRule>(ruleName);
+        var rule = Enum.Parse<UpdateRule>(ruleName);
         var p = Floats($"opt.{name}.p_big.init");
         var n = p.Length;
         var s1 = new byte[n];
