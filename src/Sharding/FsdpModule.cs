@@ -18,9 +18,10 @@ public sealed class FsdpModule
     private int noSyncDepth;
 
     internal FsdpModule(nn.Module module, ICommunicator comm, FullyShardOptions options, FsdpParamGroup group,
-        IReadOnlyList<(string Name, FsdpModule Handle)> children)
+        IReadOnlyList<(string Name, FsdpModule Handle)> children, Device device)
     {
         Module = module;
+        Device = device;
         Communicator = comm;
         Options = options;
         Group = group;
@@ -44,6 +45,9 @@ public sealed class FsdpModule
 
     /// <summary>The process group the shards live on.</summary>
     public ICommunicator Communicator { get; }
+
+    /// <summary>Where the shards live (the device of the module's parameters at wrap time).</summary>
+    public Device Device { get; }
 
     /// <summary>Options given at wrap time.</summary>
     public FullyShardOptions Options { get; }
@@ -174,7 +178,7 @@ public sealed class FsdpModule
         }
 
         var grads = Parameters().Select(p => p.grad).Where(g => g is not null).Select(g => g!).ToList();
-        var device = Group.Slots.FirstOrDefault()?.Device ?? CPU;
+        var device = Device;
         using var scope = NewDisposeScope();
         var sq = zeros(1, ScalarType.Float64, device);
         foreach (var g in grads)

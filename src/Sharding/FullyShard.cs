@@ -69,7 +69,7 @@ public static class FullyShard
 
         var slots = specs.Select(s => new ShardSlot(s.Name, s.Target, s.UnitsPerAtom, comm.Rank, comm.WorldSize, s.Trainable, s.Quantized)).ToList();
         var group = new FsdpParamGroup(module.GetName(), slots, replicated, comm, device);
-        var handle = new FsdpModule(module, comm, options, group, children);
+        var handle = new FsdpModule(module, comm, options, group, children, device);
         Wrapped.Add(module, handle);
         lock (ApplyOrder)
         {

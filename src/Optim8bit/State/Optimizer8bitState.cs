@@ -92,6 +92,21 @@ public sealed class Optimizer8bitState : OptimizerState, IDisposable
         IsPaged = paged;
     }
 
+    /// <summary>
+    /// This parameter's state tensors under bitsandbytes' keys (<c>state1</c>, <c>state2</c>, <c>absmax1</c>,
+    /// <c>absmax2</c>, <c>qmap1</c>, <c>qmap2</c>): the live tensors, not copies; empty before the first step.
+    /// </summary>
+    public IReadOnlyDictionary<string, Tensor> StateTensors() =>
+        ToRecord(Rule.KernelName()).Tensors ?? new Dictionary<string, Tensor>(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Replaces this state, as a checkpoint restore does: allocates it in this optimizer's form for the parameter and
+    /// copies <paramref name="tensors"/> (keys as <see cref="StateTensors"/>; null = not stepped yet).
+    /// </summary>
+    /// <exception cref="OptimizerStateMismatchException">A tensor is missing or does not fit (names the key).</exception>
+    public void LoadStateTensors(long step, IReadOnlyDictionary<string, Tensor>? tensors) =>
+        Apply(new StateRecord(Rule.KernelName(), step, tensors));
+
     /// <summary>The state under bitsandbytes' keys (live tensors, no copies).</summary>
     internal StateRecord ToRecord(string kind)
     {
