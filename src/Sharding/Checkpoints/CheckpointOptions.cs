@@ -11,6 +11,13 @@ public sealed record CheckpointSaveOptions
 
     /// <summary>Replace a complete checkpoint of the same step instead of failing.</summary>
     public bool Overwrite { get; init; }
+
+    /// <summary>
+    /// Keep the host copies of an async save for the next one (on by default): after the first async save, the training
+    /// stall is a memory copy instead of fresh allocations, at the price of one checkpoint's worth of host memory held
+    /// until the checkpointer is disposed.
+    /// </summary>
+    public bool ReuseAsyncBuffers { get; init; } = true;
 }
 
 /// <summary>How <see cref="ShardedCheckpointer"/> loads.</summary>

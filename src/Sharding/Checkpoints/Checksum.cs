@@ -11,6 +11,4 @@ internal static class Checksum
     public static XxHash3 Create() => new();
 
     public static string Format(XxHash3 hash) => hash.GetCurrentHashAsUInt64().ToString("x16", CultureInfo.InvariantCulture);
-
-    public static string Of(ReadOnlySpan<byte> data) => XxHash3.HashToUInt64(data).ToString("x16", CultureInfo.InvariantCulture);
 }

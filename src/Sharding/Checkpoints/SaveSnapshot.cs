@@ -5,13 +5,11 @@ namespace BnbDist.Sharding.Checkpoints;
 
 /// <summary>
 /// A rank's <see cref="CheckpointState"/> checked and turned into byte sources. A synchronous save streams straight from
-/// the caller's tensors (one host copy at a time for GPU tensors); an async save first copies everything to host memory
-/// (<c>copyToHost</c>), so training may change its tensors while the files are written.
+/// the caller's tensors (one host copy at a time for GPU tensors); an async save first copies everything into host
+/// buffers (<c>pool</c>), so training may change its tensors while the files are written.
 /// </summary>
-internal sealed class SaveSnapshot : IDisposable
+internal sealed class SaveSnapshot
 {
-    private readonly List<Tensor> owned = [];
-
     private SaveSnapshot()
     {
     }
@@ -25,65 +23,47 @@ internal sealed class SaveSnapshot : IDisposable
     /// <summary>Bytes of this rank's tensors (slices, replicated, extras).</summary>
     public long Bytes { get; private set; }
 
-    public static SaveSnapshot Take(CheckpointState state, int rank, int worldSize, bool copyToHost, string folder)
+    public static SaveSnapshot Take(CheckpointState state, int rank, int worldSize, HostBufferPool? pool, string folder)
     {
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(state.Sharded);
         var snap = new SaveSnapshot();
-        try
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var st in state.Sharded)
         {
-            var names = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var st in state.Sharded)
+            CheckName(st.Name, names, folder, "sharded");
+            if (st.Name.StartsWith(RankFileWriter.ExtraPrefix, StringComparison.Ordinal))
             {
-                CheckName(st.Name, names, folder, "sharded");
-                if (st.Name.StartsWith(RankFileWriter.ExtraPrefix, StringComparison.Ordinal))
-                {
-                    throw Bad(folder, st.Name, $"sharded tensor names may not start with '{RankFileWriter.ExtraPrefix}'.");
-                }
-
-                if (st.Rank != rank || st.Layout.WorldSize != worldSize)
-                {
-                    throw Bad(folder, st.Name, $"is rank {st.Rank}'s slice of a {st.Layout.WorldSize}-rank layout; this is rank {rank} of {worldSize}.");
-                }
-
-                ShardRange range;
-                try
-                {
-                    range = st.Range;
-                }
-                catch (ArgumentException ex)
-                {
-                    throw Bad(folder, st.Name, $"global shape [{string.Join(", ", st.GlobalShape)}] does not fit its layout ({st.Layout}, {st.UnitsPerAtom} per atom): {ex.Message}");
-                }
-
-                if (st.Local.numel() != range.Length)
-                {
-                    throw Bad(folder, st.Name, $"local slice has {st.Local.numel()} elements; rank {rank}'s slice of {st.Layout} is {range.Length}.");
-                }
-
-                var local = snap.Source(st.Local, copyToHost, folder, st.Name);
-                snap.Shards.Add(new ShardSource(st.Name, st.Local.dtype, [.. st.GlobalShape], st.Layout.Atoms, st.UnitsPerAtom, range, local));
+                throw Bad(folder, st.Name, $"sharded tensor names may not start with '{RankFileWriter.ExtraPrefix}'.");
             }
 
-            snap.Replicated.AddRange(snap.Stored(state.Replicated, copyToHost, folder, "replicated"));
-            snap.Extras.AddRange(snap.Stored(state.Extras, copyToHost, folder, "extra"));
-            return snap;
-        }
-        catch
-        {
-            snap.Dispose();
-            throw;
-        }
-    }
+            if (st.Rank != rank || st.Layout.WorldSize != worldSize)
+            {
+                throw Bad(folder, st.Name, $"is rank {st.Rank}'s slice of a {st.Layout.WorldSize}-rank layout; this is rank {rank} of {worldSize}.");
+            }
 
-    public void Dispose()
-    {
-        foreach (var t in owned)
-        {
-            t.Dispose();
+            ShardRange range;
+            try
+            {
+                range = st.Range;
+            }
+            catch (ArgumentException ex)
+            {
+                throw Bad(folder, st.Name, $"global shape [{string.Join(", ", st.GlobalShape)}] does not fit its layout ({st.Layout}, {st.UnitsPerAtom} per atom): {ex.Message}");
+            }
+
+            if (st.Local.numel() != range.Length)
+            {
+                throw Bad(folder, st.Name, $"local slice has {st.Local.numel()} elements; rank {rank}'s slice of {st.Layout} is {range.Length}.");
+            }
+
+            var local = snap.Source(st.Local, pool, folder, "sharded/" + st.Name);
+            snap.Shards.Add(new ShardSource(st.Name, st.Local.dtype, [.. st.GlobalShape], st.Layout.Atoms, st.UnitsPerAtom, range, local));
         }
 
-        owned.Clear();
+        snap.Replicated.AddRange(snap.Stored(state.Replicated, pool, folder, "replicated"));
+        snap.Extras.AddRange(snap.Stored(state.Extras, pool, folder, "extra"));
+        return snap;
     }
 
     private static CheckpointException Bad(string folder, string? name, string problem) => new(CheckpointError.SaveFailed, folder, name, problem);
@@ -96,21 +76,22 @@ internal sealed class SaveSnapshot : IDisposable
         }
     }
 
-    private List<StoredSource> Stored(IReadOnlyDictionary<string, Tensor>? tensors, bool copyToHost, string folder, string kind)
+    private List<StoredSource> Stored(IReadOnlyDictionary<string, Tensor>? tensors, HostBufferPool? pool, string folder, string kind)
     {
         var names = new HashSet<string>(StringComparer.Ordinal);
         var result = new List<StoredSource>();
         foreach (var (name, t) in tensors ?? new Dictionary<string, Tensor>())
         {
             CheckName(name, names, folder, kind);
-            result.Add(new StoredSource(name, t.dtype, t.shape, Source(t, copyToHost, folder, name)));
+            result.Add(new StoredSource(name, t.dtype, t.shape, Source(t, pool, folder, $"{kind}/{name}")));
         }
 
         return result;
     }
 
-    private Action<ByteSink> Source(Tensor t, bool copyToHost, string folder, string name)
+    private Action<ByteSink> Source(Tensor t, HostBufferPool? pool, string folder, string key)
     {
+        var name = key[(key.IndexOf('/', StringComparison.Ordinal) + 1)..];
         try
         {
             _ = SafeTensorsFile.DTypeString(t.dtype);
@@ -121,13 +102,12 @@ internal sealed class SaveSnapshot : IDisposable
         }
 
         Bytes += TensorBytes.ByteLength(t);
-        if (!copyToHost)
+        if (pool is null)
         {
             return sink => TensorBytes.WriteTo(t, sink);
         }
 
-        var copy = TensorBytes.HostCopy(t);
-        owned.Add(copy);
+        var copy = pool.CopyIn(key, t);
         return sink => TensorBytes.WriteTo(copy, sink);
     }
 }

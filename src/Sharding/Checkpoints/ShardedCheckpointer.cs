@@ -31,6 +31,7 @@ public sealed class ShardedCheckpointer : IDisposable, IAsyncDisposable
     private readonly ICommunicator? comm;
     private readonly CheckpointSaveOptions options;
     private readonly ILogger logger;
+    private readonly HostBufferPool asyncBuffers = new();
     private Task pending = Task.CompletedTask;
 
     /// <summary>Creates a checkpointer for <paramref name="root"/>; without a communicator it is rank 0 of 1.</summary>
@@ -58,11 +59,8 @@ public sealed class ShardedCheckpointer : IDisposable, IAsyncDisposable
     /// </summary>
     public string Save(long step, CheckpointState state)
     {
-        var (snap, local) = Snapshot(step, state, copyToHost: false);
-        using (snap)
-        {
-            return SaveCore(step, snap, local);
-        }
+        var (snap, local) = Snapshot(step, state, null);
+        return SaveCore(step, snap, local);
     }
 
     /// <summary>
@@ -72,12 +70,20 @@ public sealed class ShardedCheckpointer : IDisposable, IAsyncDisposable
     /// </summary>
     public Task<string> SaveAsync(long step, CheckpointState state)
     {
-        var (snap, local) = Snapshot(step, state, copyToHost: true);
+        var pool = options.ReuseAsyncBuffers ? asyncBuffers : new HostBufferPool();
+        var (snap, local) = Snapshot(step, state, pool);
         var task = Task.Run(() =>
         {
-            using (snap)
+            try
             {
                 return SaveCore(step, snap, local);
+            }
+            finally
+            {
+                if (pool != asyncBuffers)
+                {
+                    pool.Dispose();
+                }
             }
         });
         pending = task;
@@ -162,8 +168,12 @@ public sealed class ShardedCheckpointer : IDisposable, IAsyncDisposable
         }
     }
 
-    /// <summary>Waits for the async save in flight (errors are logged; <see cref="WaitAsync"/> rethrows them).</summary>
-    public void Dispose() => WaitForPrevious();
+    /// <summary>Waits for the async save in flight (errors are logged; <see cref="WaitAsync"/> rethrows them) and frees the async host buffers.</summary>
+    public void Dispose()
+    {
+        WaitForPrevious();
+        asyncBuffers.Dispose();
+    }
 
     /// <inheritdoc/>
     public async ValueTask DisposeAsync()
@@ -176,6 +186,8 @@ public sealed class ShardedCheckpointer : IDisposable, IAsyncDisposable
         {
             logger.LogError(ex, "Async checkpoint save failed");
         }
+
+        asyncBuffers.Dispose();
     }
 
     private void WaitForPrevious()
@@ -194,12 +206,12 @@ public sealed class ShardedCheckpointer : IDisposable, IAsyncDisposable
     /// Waits for the previous save, then checks and captures this rank's tensors. A bad state is not thrown here: the
     /// save's first exchange raises it on every rank, so no rank is left waiting.
     /// </summary>
-    private (SaveSnapshot? Snapshot, Exception? Error) Snapshot(long step, CheckpointState state, bool copyToHost)
+    private (SaveSnapshot? Snapshot, Exception? Error) Snapshot(long step, CheckpointState state, HostBufferPool? pool)
     {
         WaitForPrevious();
         try
         {
-            return (SaveSnapshot.Take(state, Rank, WorldSize, copyToHost, CheckpointPaths.StepFolder(Root, step)), null);
+            return (SaveSnapshot.Take(state, Rank, WorldSize, pool, CheckpointPaths.StepFolder(Root, step)), null);
         }
         catch (Exception ex)
         {

@@ -1,5 +1,4 @@
 using BnbDist.Backends.Interop;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace BnbDist.Sharding.Checkpoints;
@@ -14,19 +13,6 @@ internal static class TensorBytes
     public const int ChunkBytes = 8 << 20;
 
     public static long ByteLength(Tensor t) => t.numel() * TensorMemory.ElementSize(t.dtype);
-
-    /// <summary>
-    /// A copy of <paramref name="t"/> in host memory (contiguous, detached from autograd and from any DisposeScope), which
-    /// the caller disposes: what an async save writes after training has moved on.
-    /// </summary>
-    public static Tensor HostCopy(Tensor t)
-    {
-        using var noGrad = no_grad();
-        using var scope = NewDisposeScope();
-        var host = t.detach().cpu().contiguous();
-        var copy = t.device_type == DeviceType.CPU ? host.clone() : host; // a GPU tensor's cpu() is already a copy
-        return copy.DetachFromDisposeScope();
-    }
 
     /// <summary>Hands the bytes of <paramref name="t"/> (any device) to <paramref name="sink"/> in order.</summary>
     public static unsafe void WriteTo(Tensor t, ByteSink sink)
