@@ -132,6 +132,17 @@ public abstract partial class Optimizer8bit
         }
 
         var use8bit = StateForm(state).Use8bit;
+        if (!record.Tensors.TryGetValue("state1", out var state1))
+        {
+            throw new OptimizerStateMismatchException(state.Index, "state1", "missing.");
+        }
+
+        if ((state1.dtype == ScalarType.Byte) != use8bit)
+        {
+            throw new OptimizerStateMismatchException(state.Index, "state1",
+                $"{state1.dtype} ({(use8bit ? "32" : "8")}-bit) state saved, but this optimizer keeps {(use8bit ? "8" : "32")}-bit state for the parameter ({state.Parameter.numel()} elements, optim_bits {OptimBits}, min_8bit_size {MinBlockwise8bitSize}, overrides included).");
+        }
+
         var expected = new List<string> { "state1" };
         if (Rule.HasState2())
         {
@@ -145,26 +156,21 @@ public abstract partial class Optimizer8bit
 
         foreach (var key in expected.Where(k => !record.Tensors.ContainsKey(k)))
         {
-            throw new OptimizerStateMismatchException(state.Index, key, use8bit
-                ? "missing (this optimizer keeps 8-bit state for the parameter)."
-                : "missing.");
+            throw new OptimizerStateMismatchException(state.Index, key, "missing.");
         }
 
         foreach (var (key, t) in record.Tensors)
         {
-            CheckTensorHeader(state, key, t.dtype, t.shape);
             if (!expected.Contains(key))
             {
-                throw new OptimizerStateMismatchException(state.Index, key,
-                    $"unexpected: the saved state is 8-bit, but this optimizer keeps 32-bit state for the parameter ({state.Parameter.numel()} elements, optim_bits {OptimBits}, min_8bit_size {MinBlockwise8bitSize}, overrides included).");
+                throw new OptimizerStateMismatchException(state.Index, key, $"not a key of {(use8bit ? "8" : "32")}-bit '{Rule.KernelName()}' state.");
             }
-        }
 
-        var stateType = use8bit ? ScalarType.Byte : ScalarType.Float32;
-        foreach (var key in expected.Where(k => k.StartsWith("state", StringComparison.Ordinal) && record.Tensors[k].dtype != stateType))
-        {
-            throw new OptimizerStateMismatchException(state.Index, key,
-                $"{record.Tensors[key].dtype} state, but this optimizer keeps {(use8bit ? "8-bit (u8)" : "32-bit (f32)")} state for the parameter ({state.Parameter.numel()} elements, optim_bits {OptimBits}, min_8bit_size {MinBlockwise8bitSize}, overrides included).");
+            CheckTensorHeader(state, key, t.dtype, t.shape);
+            if (key.StartsWith("state", StringComparison.Ordinal) && t.dtype != state1.dtype)
+            {
+                throw new OptimizerStateMismatchException(state.Index, key, $"{t.dtype}, but state1 is {state1.dtype}.");
+            }
         }
 
         foreach (var (key, signed) in new[] { ("qmap1", true), ("qmap2", false) })
