@@ -23,7 +23,10 @@ public static partial class ShardedOptimizer
         ArgumentNullException.ThrowIfNull(manager);
         foreach (var (p, full) in root.FullElementCounts())
         {
-            manager.OverrideConfig(p, "optim_bits", optimBits == 8 && full >= minBlockwise8bitSize ? 8 : 32);
+            var use8bit = optimBits == 8 && full >= minBlockwise8bitSize;
+            manager.OverrideConfig(p, "optim_bits", use8bit ? 8 : 32);
+            // The shard itself may be small (or empty): the whole tensor already passed the size test.
+            manager.OverrideConfig(p, "min_8bit_size", 0);
         }
     }
 

@@ -14,14 +14,19 @@ public partial class FullyShardEquivalenceTests
 {
     private static string Worker => Bnbrun.Built("tests/Workers/ShardingWorker", "ShardingWorker.dll");
 
-    /// <summary>Per-step global losses within 1e-5 relative and final trainable weights within 1e-4 relative L2 of the
-    /// single-process run, for 1..4 ranks (sizes not divisible by 3 or 4, so shards are padded).</summary>
+    /// <summary>
+    /// Trained with AdamW8bit, per-step global losses are within 1e-5 relative of the single-process unsharded run for
+    /// 1..4 ranks (sizes not divisible by 3 or 4, so shards are padded). On one rank sharding must change nothing: losses
+    /// and weights are bit-identical. On several ranks the data-parallel mean differs from the one-process mean in the
+    /// last bit, and an 8-bit state code near a rounding boundary can flip, so the final weights are held to 2e-3
+    /// relative L2 (LoRA B starts at zero, which makes its relative error the largest).
+    /// </summary>
     [Theory]
     [InlineData("qlora", 1)]
     [InlineData("qlora", 2)]
     [InlineData("qlora", 3)]
     [InlineData("qlora", 4)]
-    [InlineData("full", 2)]
+    [InlineData("full", 1)]
     [InlineData("full", 3)]
     public void ShardedTrainingMatchesOneProcess(string variant, int ranks)
     {
@@ -35,13 +40,18 @@ public partial class FullyShardEquivalenceTests
         }
 
         Assert.Equal(reference.Weights.Keys.Order(), result.Weights.Keys.Order());
+        if (ranks == 1)
+        {
+            Assert.Equal(reference.Losses, result.Losses);
+        }
+
         foreach (var (name, expected) in reference.Weights)
         {
             var actual = result.Weights[name];
             Assert.Equal(expected.Length, actual.Length);
             var diff = Math.Sqrt(expected.Zip(actual, (a, b) => (double)(a - b) * (a - b)).Sum());
             var norm = Math.Sqrt(expected.Sum(a => (double)a * a));
-            Assert.True(diff <= 1e-4 * norm, $"{name}: relative L2 {diff / norm:e2}");
+            Assert.True(ranks == 1 ? diff == 0 : diff <= 2e-3 * norm, $"{name}: relative L2 {diff / norm:e2}");
         }
     }
 

@@ -1,6 +1,6 @@
 // Sharding test worker: trains TinyLm for --steps steps on a fixed synthetic token stream and writes the global mean
 // loss of every step and the final trainable weights (whole tensors) as JSON to --out (rank 0 only).
-//   --variant qlora|full   4-bit NF4 (double quant) base + LoRA r=8 on the MLP, or every weight trained in f32
+//   --variant qlora|full   4-bit NF4 (double quant) base + LoRA r=32 on the MLP, or every weight trained in f32
 //   --reference            one process, no FullyShard, the whole global batch (the run sharded runs must reproduce)
 //   --steps N              training steps (default 20)
 //   --mismatch-rank R      rank R builds a different model (to test the error on every rank)
@@ -8,6 +8,8 @@ using System.Globalization;
 using System.Text.Json;
 using BnbDist.Collectives;
 using BnbDist.Nn.Surgery;
+using BnbDist.Optim8bit;
+using BnbDist.Optim8bit.Config;
 using BnbDist.Sharding;
 using ShardingWorker;
 using TorchSharp;
@@ -25,6 +27,7 @@ var steps = int.Parse(Arg("--steps", "20"), CultureInfo.InvariantCulture);
 var variant = Arg("--variant", "qlora");
 var reference = args.Contains("--reference");
 var outPath = Arg("--out", "sharding-result.json");
+LearningRate = double.Parse(Arg("--lr", "1e-3"), CultureInfo.InvariantCulture);
 
 return DistributedEnvironment.RunWorker(env =>
 {
@@ -35,7 +38,7 @@ return DistributedEnvironment.RunWorker(env =>
     if (variant == "qlora")
     {
         ModelSurgery.QuantizeLinears(model, new BitsAndBytesConfig { QuantType = BnbDist.QuantType.NF4, UseDoubleQuant = true });
-        ModelSurgery.AddLora(model, new LoraConfig { R = 8, Alpha = 16, TargetModules = ["gate_proj", "up_proj", "down_proj"] });
+        ModelSurgery.AddLora(model, new LoraConfig { R = 32, Alpha = 16, TargetModules = ["gate_proj", "up_proj", "down_proj"] });
         foreach (var (name, p) in model.named_parameters())
         {
             p.requires_grad = name.Contains("lora_", StringComparison.Ordinal);
@@ -63,6 +66,7 @@ return DistributedEnvironment.RunWorker(env =>
         }
 
         var root = FullyShard.Apply(model, comm);
+        ShardedOptimizer.ConfigureStateBits(root, GlobalOptimManager.Instance);
         var losses = Train(model, root.Parameters(), steps, env.Rank, env.WorldSize, root.Backward, comm);
         root.Unshard();
         var weights = Trainable(model);
@@ -82,7 +86,8 @@ return DistributedEnvironment.RunWorker(env =>
 static List<double> Train(TinyLm model, IReadOnlyList<Parameter> parameters, int steps, int rank, int world,
     Action<Tensor> backward, ICommunicator? comm)
 {
-    var optimizer = optim.AdamW(parameters, lr: 1e-2, weight_decay: 0.01);
+    // 8-bit blockwise AdamW (32-bit state below 4096 elements of the whole tensor, as bitsandbytes).
+    using var optimizer = new AdamW8bit(parameters, lr: LearningRate, weightDecay: 0.01);
     var losses = new List<double>();
     var per = GlobalBatch / world;
     for (var step = 0; step < steps; step++)
@@ -110,3 +115,10 @@ static Dictionary<string, float[]> Trainable(TinyLm model) =>
 
 void Write(List<double> losses, Dictionary<string, float[]> weights) =>
     File.WriteAllText(outPath, JsonSerializer.Serialize(new { losses, weights }));
+
+/// <summary>Worker-wide settings read from the command line.</summary>
+internal static partial class Program
+{
+    /// <summary>AdamW8bit's learning rate (--lr).</summary>
+    public static double LearningRate { get; set; } = 1e-3;
+}
