@@ -16,11 +16,13 @@ var minutes = new Option<double>("--minutes")
     Description = "Training time budget: the step count is fitted to it after a few timed steps (0 = exactly --steps).",
     DefaultValueFactory = _ => defaults.TimeBudget?.TotalMinutes ?? 0,
 };
+var lr = new Option<double>("--lr") { Description = "Peak AdamW learning rate.", DefaultValueFactory = _ => defaults.LearningRate };
+var batch = new Option<int>("--batch-size") { Description = $"Sequences of {defaults.SequenceLength} tokens per step.", DefaultValueFactory = _ => defaults.BatchSize };
 var threads = new Option<int>("--threads") { Description = "CPU threads for torch (0 = torch's default).", DefaultValueFactory = _ => 0 };
 var dataDir = new Option<string?>("--data-dir") { Description = $"Data cache root (default ${DataCache.EnvironmentVariable}, else .data/ in the repository root)." };
 var root = new RootCommand("Pretrains the examples' small Llama base model on the State of the Union addresses (skips if cached).")
 {
-    force, steps, minutes, threads, dataDir,
+    force, steps, minutes, lr, batch, threads, dataDir,
 };
 
 root.SetAction(parse =>
@@ -34,6 +36,8 @@ root.SetAction(parse =>
     var options = defaults with
     {
         Steps = parse.GetValue(steps),
+        LearningRate = parse.GetValue(lr),
+        BatchSize = parse.GetValue(batch),
         TimeBudget = parse.GetValue(minutes) is > 0 and var m ? TimeSpan.FromMinutes(m) : null,
     };
     try

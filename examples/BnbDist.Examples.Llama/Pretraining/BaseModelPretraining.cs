@@ -18,7 +18,7 @@ namespace BnbDist.Examples.Llama.Pretraining;
 /// <param name="Seconds">Wall time of training (tokenizer and evaluation excluded).</param>
 /// <param name="TokensPerSecond">Training throughput.</param>
 /// <param name="Parameters">Model parameters.</param>
-/// <param name="Sample">A greedy continuation of "The Congress" after training.</param>
+/// <param name="Sample">A seeded top-k continuation of <see cref="BaseModelPretraining.SamplePrompt"/> after training.</param>
 /// <param name="Cached">True when an existing model was found and nothing was trained.</param>
 public sealed record PretrainResult(string Directory, int Steps, double FinalTrainLoss, double HeldOutLoss, double HeldOutPerplexity,
     double Seconds, double TokensPerSecond, long Parameters, string Sample, bool Cached);
@@ -32,6 +32,12 @@ public static class BaseModelPretraining
 {
     /// <summary>Metrics file written beside the model.</summary>
     public const string MetricsFile = "pretrain.json";
+
+    /// <summary>Prompt of the sample written to the metrics.</summary>
+    public const string SamplePrompt = "The Congress";
+
+    /// <summary>How the sample is drawn (seeded top-k, so it is reproducible).</summary>
+    public static GenerationOptions SampleOptions { get; } = new() { MaxNewTokens = 40, TopK = 40, Temperature = 0.8, Seed = 1 };
 
     private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
 
@@ -92,8 +98,8 @@ public static class BaseModelPretraining
         var (steps, finalLoss, seconds, tokens) = Train(trainer, train, options, log);
 
         var eval = Perplexity.Evaluate(model, heldOut, options.BatchSize);
-        var sample = TextGenerator.Generate(model, tokenizer, "The Congress", config.MaxPositionEmbeddings, new GenerationOptions { MaxNewTokens = 40 });
-        log($"held-out loss {eval.MeanLoss:F3} (perplexity {eval.Perplexity:F1}); sample: The Congress{sample}");
+        var sample = TextGenerator.Generate(model, tokenizer, SamplePrompt, config.MaxPositionEmbeddings, SampleOptions);
+        log($"held-out loss {eval.MeanLoss:F3} (perplexity {eval.Perplexity:F1}); sample (top-{SampleOptions.TopK}): {SamplePrompt}{sample}");
 
         LlamaCheckpoint.Save(model, tokenizer, directory);
         var result = new PretrainResult(directory, steps, finalLoss, eval.MeanLoss, eval.Perplexity, seconds, tokens / seconds, parameters, sample, Cached: false);
@@ -113,10 +119,11 @@ public static class BaseModelPretraining
 
         PackedDataset? epoch = null;
         long tokens = 0;
-        var window = new List<double>();
-        var lastWindowLoss = double.NaN;
+        var recent = new Queue<double>(); // the last LogEvery losses: what "final loss" reports
         var totalSteps = options.Steps;
         var firstStep = TimeSpan.Zero;
+        var fitAt = Math.Max(2, options.CalibrationSteps);
+        var warmup = options.WarmupSteps;
         for (var step = 0; step < totalSteps; step++)
         {
             var slot = step % batchesPerEpoch;
@@ -128,30 +135,38 @@ public static class BaseModelPretraining
             using var batch = epoch!.Batch(slot * options.BatchSize, options.BatchSize);
             var r = trainer.Step([batch]);
             tokens += r.Tokens;
-            window.Add(r.Loss);
+            recent.Enqueue(r.Loss);
+            if (recent.Count > options.LogEvery)
+            {
+                recent.Dequeue();
+            }
+
             if (step == 0)
             {
                 firstStep = clock.Elapsed; // includes one-time set-up, so it is left out of the step time
             }
 
-            if (options.TimeBudget is { } budget && step + 1 == Math.Max(2, options.CalibrationSteps) && step + 1 < totalSteps)
+            // Under a time budget the step count is fitted twice: after the calibration steps, and again a fifth
+            // of the way in (early steps run slower while caches warm up); warm-up is fixed by the first fit.
+            if (options.TimeBudget is { } budget && step + 1 == fitAt && step + 1 < totalSteps)
             {
                 var perStep = (clock.Elapsed - firstStep) / step;
-                totalSteps = (int)Math.Clamp((budget - firstStep) / perStep, step + 1, options.Steps);
-                trainer.Schedule = new CosineSchedule(options.LearningRate, Math.Min(options.WarmupSteps, Math.Max(1, totalSteps / 4)), totalSteps, options.MinLearningRateRatio);
+                var first = fitAt == Math.Max(2, options.CalibrationSteps);
+                totalSteps = (int)Math.Clamp(Math.Floor((budget - firstStep) / perStep) + 1, step + 1, options.Steps);
+                warmup = first ? Math.Min(options.WarmupSteps, Math.Max(1, totalSteps / 4)) : warmup;
+                trainer.Schedule = new CosineSchedule(options.LearningRate, warmup, totalSteps, options.MinLearningRateRatio);
+                fitAt = first ? Math.Max(fitAt + 1, totalSteps / 5) : -1;
                 log($"time budget {budget.TotalMinutes:F1} min at {perStep.TotalSeconds:F2} s/step: {totalSteps} steps (cap {options.Steps})");
             }
 
             if ((step + 1) % options.LogEvery == 0 || step + 1 == totalSteps)
             {
-                lastWindowLoss = window.Average();
-                window.Clear();
                 var elapsed = clock.Elapsed.TotalSeconds;
-                log($"step {step + 1}/{totalSteps}  loss {lastWindowLoss:F3}  lr {r.LearningRate:E2}  grad-norm {r.GradNorm:F2}  " +
+                log($"step {step + 1}/{totalSteps}  loss {recent.Average():F3}  lr {r.LearningRate:E2}  grad-norm {r.GradNorm:F2}  " +
                     $"{tokens / elapsed:F0} tok/s  {elapsed:F0} s");
             }
         }
 
-        return (totalSteps, lastWindowLoss, clock.Elapsed.TotalSeconds, tokens);
+        return (totalSteps, recent.Average(), clock.Elapsed.TotalSeconds, tokens);
     }
 }

@@ -33,7 +33,7 @@ public sealed record PretrainOptions
     public int SequenceLength { get; init; } = 256;
 
     /// <summary>Sequences per step.</summary>
-    public int BatchSize { get; init; } = 8;
+    public int BatchSize { get; init; } = 4;
 
     /// <summary>Optimizer steps at most.</summary>
     public int Steps { get; init; } = 2000;
@@ -49,7 +49,7 @@ public sealed record PretrainOptions
     public int CalibrationSteps { get; init; } = 10;
 
     /// <summary>Peak AdamW learning rate.</summary>
-    public double LearningRate { get; init; } = 2e-3;
+    public double LearningRate { get; init; } = 5e-3;
 
     /// <summary>Warm-up steps.</summary>
     public int WarmupSteps { get; init; } = 40;

@@ -1,3 +1,4 @@
+using System.Text.Encodings.Web;
 using System.Text.Json;
 
 namespace BnbDist.Examples.Llama.Tokenization;
@@ -12,7 +13,7 @@ internal static class TokenizerJson
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
         var tmp = full + $".{Environment.ProcessId}.tmp";
         using (var stream = File.Create(tmp))
-        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
             w.WriteStartObject();
             w.WriteString("version", "1.0");
