@@ -56,6 +56,28 @@ public class QLoraJobTests
         Assert.True(Math.Abs(again - after) <= 1e-6 * after, $"adapter alone gives {again:R}, the job measured {after:R}\n{eval}");
     }
 
+    /// <summary>
+    /// Across nodes: two bnbrun agents in two network namespaces joined by a veth pair (one rank each, the store on
+    /// node 0) run the job and reach exactly the per-step losses of the 2-rank single-node run.
+    /// </summary>
+    [Fact]
+    public void TwoNodesReachTheLossesOfOneNodeWithTwoRanks()
+    {
+        var single = Directory.CreateTempSubdirectory("bnbdist-qlora-").FullName;
+        Run([.. Common(single, 4), "--sample-tokens", "0"]);
+        using var net = NetNsPair.Create();
+        var across = Directory.CreateTempSubdirectory("bnbdist-qlora-nodes-").FullName;
+        string[] Node(int rank) => ["--nnodes", "2", "--node-rank", rank.ToString(CultureInfo.InvariantCulture), "--nproc", "1",
+            "--master-addr", net.Ip0, "--master-port", "29500", Job, .. Common(across, 4), "--sample-tokens", "0"];
+        using var node0 = net.Start(0, Node(0));
+        using var node1 = net.Start(1, Node(1));
+        Assert.True(node0.Process.WaitForExit(TimeSpan.FromMinutes(3)) && node1.Process.WaitForExit(TimeSpan.FromMinutes(3)), node0.Output + node1.Output);
+        node0.Process.WaitForExit();
+        node1.Process.WaitForExit();
+        Assert.True(node0.Process.ExitCode == 0 && node1.Process.ExitCode == 0, node0.Output + node1.Output);
+        Assert.Equal(Losses(single), Losses(across));
+    }
+
     /// <summary>Bad input is reported before any training starts, naming what is wrong, with exit code 2.</summary>
     [Fact]
     public void BadInputIsReportedBeforeTraining()
