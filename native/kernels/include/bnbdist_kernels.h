@@ -53,7 +53,8 @@ enum { BNBD_FP4 = 0, BNBD_NF4 = 1 };
 enum { BNBD_ERR_INVALID_ARGUMENT = 100001 };
 
 /// ABI version of this header; the C# side refuses a library with another version.
-#define BNBD_ABI_VERSION 1
+/// 2: added the optimizer updates (bnbd_optimizer_8bit_blockwise, bnbd_optimizer_32bit_adam).
+#define BNBD_ABI_VERSION 2
 BNBD_API int bnbd_abi_version(void);
 
 /// Text for a return code (cudaGetErrorString for CUDA codes). Never NULL.
@@ -97,6 +98,72 @@ BNBD_API int bnbd_mean_f32(const float* x, int64_t n, float* out, void* workspac
 /// absmax 0 gives q = 0.
 BNBD_API int bnbd_int8_vectorwise_quant(int dtype, const void* A, int8_t* out, float* row_stats, int64_t rows,
                                         int64_t cols, float threshold, void* stream);
+
+// ---------------------------------------------------------------------------------------------------------
+// Optimizer updates (bitsandbytes' 8-bit blockwise optimizers and 32-bit Adam), many tensors per launch.
+//
+// Numerical contract: exactly the C# CPU kernels of src/Optim8bit/Kernels (Adam8bitBlockwise, OneState8bitBlockwise,
+// Adam32bit, StateQuantizer), element by element; fma() is a single-rounding fused multiply-add, every other
+// operation rounds once (RN), and a * b * c means (a * b) * c. Parameters and gradients of bf16/f16 are upcast
+// exactly, updated in f32 and stored with RN. State blocks are 256 elements (block b of a tensor covers elements
+// [256b, min(n, 256b + 256))). Per element, with m0 = qmap1[s1] * absmax1[b] (and v0 = qmap2[s2] * absmax2[b]):
+//   ADAM:     a non-finite g sets m = v = 0, leaves p alone and is left out of the block maxima; otherwise
+//             m = fma(m0, beta1, (1 - beta1) * g); v = fma(v0, beta2, (1 - beta2) * g * g);
+//             p = fma(step_size, m / fma(correction2, eps, sqrt(v)), p); then p = p * decay if weight_decay > 0.
+//   MOMENTUM: if weight_decay > 0: g = fma(weight_decay, p, g); s = step == 1 ? g : fma(m0, beta1, g); p = fma(-lr, s, p).
+//   LION:     if weight_decay > 0: p = p * decay; d = fma(m0, beta1, (1 - beta1) * g);
+//             p = p - lr * sign(d) (sign: -1, 0, +1; NaN for NaN d); s = fma(m0, beta2, (1 - beta2) * g).
+//   RMSPROP:  if weight_decay > 0: g = fma(weight_decay, p, g); s = fma(m0, beta1, (1 - beta1) * g * g);
+//             p = fma(-lr, g / (sqrt(s) + eps), p).
+// New absmax = max |state| over the block's elements (NaN if any is NaN; 0 for none), written over the old one.
+// Requantization: mid[j] = (qmap[j] + qmap[j+1]) * 0.5f; code(x) = #{j : mid[j] <= x} (ties go up; NaN -> 0).
+// State 1 (every rule): c = code(s / absmax1) with the sign fix: if signbit(qmap1[c]) != signbit(s), c moves one
+// code toward the sign of s. State 2 (Adam): c = code(v / absmax2), no sign fix. (A NaN state takes the sign of the
+// platform's NaN: positive on the GPU, often negative on x86, so only its code may differ from the CPU kernels.)
+// 32-bit Adam (bnbd_optimizer_32bit_adam): f32 moments, m = fma(m, beta1, (1 - beta1) * g),
+// v = fma(v, beta2, (1 - beta2) * g * g), p = fma(step_size, m / fma(eps, correction2, sqrt(v)), p), then p * decay
+// if weight_decay > 0 (no non-finite check).
+// The caller computes the step-dependent scalars on the host exactly as the CPU kernels do:
+// correction2 = sqrt(1 - beta2^step), step_size = -lr * correction2 / (1 - beta1^step), decay = fma(-lr, weight_decay, 1).
+
+enum { BNBD_OPTIM_ADAM = 0, BNBD_OPTIM_MOMENTUM = 1, BNBD_OPTIM_LION = 2, BNBD_OPTIM_RMSPROP = 3 };
+
+/// One tensor of a multi-tensor optimizer launch (64 bytes; an array of these lives in device memory).
+typedef struct bnbd_optim_tensor {
+    void* param;           /* numel elements of the launch's dtype, updated in place */
+    const void* grad;      /* numel elements of the same dtype */
+    void* state1;          /* 8-bit: numel uint8 codes; 32-bit Adam: numel f32 (first moment) */
+    void* state2;          /* likewise for the second state; NULL for 1-state rules */
+    float* absmax1;        /* 8-bit: ceil(numel / 256) f32; NULL for 32-bit */
+    float* absmax2;        /* 8-bit Adam only, else NULL */
+    int64_t numel;         /* >= 1 */
+    int64_t block_offset;  /* sum of ceil(numel_k / 256) over the tensors k before this one */
+} bnbd_optim_tensor;
+
+/// Hyperparameters of one step (host struct, passed by pointer and copied into the launch).
+typedef struct bnbd_optim_hparams {
+    float beta1;         /* Adam beta1; momentum; Lion beta1; RMSprop alpha */
+    float beta2;         /* Adam beta2; Lion beta2 */
+    float eps;
+    float lr;
+    float weight_decay;
+    float step_size;     /* Adam: -lr * correction2 / (1 - beta1^step) */
+    float correction2;   /* Adam: sqrt(1 - beta2^step) */
+    float decay;         /* fma(-lr, weight_decay, 1) */
+    int32_t step;        /* 1 for the first step */
+    int32_t reserved;    /* 0 */
+} bnbd_optim_hparams;
+
+/// One step of an 8-bit blockwise optimizer over num_tensors tensors of one dtype in one launch. tensors: device
+/// array in block_offset order; total_blocks = the last tensor's block_offset + ceil(numel / 256). qmap1: the signed
+/// dynamic map (256 ascending f32, device); qmap2: the unsigned one (Adam) or NULL.
+BNBD_API int bnbd_optimizer_8bit_blockwise(int rule, int dtype, const bnbd_optim_tensor* tensors, int num_tensors,
+                                           int64_t total_blocks, const float* qmap1, const float* qmap2,
+                                           const bnbd_optim_hparams* hp, void* stream);
+
+/// One step of 32-bit Adam/AdamW over num_tensors tensors (state1/state2 = f32 moments; absmax unused).
+BNBD_API int bnbd_optimizer_32bit_adam(int dtype, const bnbd_optim_tensor* tensors, int num_tensors,
+                                       int64_t total_blocks, const bnbd_optim_hparams* hp, void* stream);
 
 #ifdef __cplusplus
 }
