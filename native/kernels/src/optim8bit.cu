@@ -1,7 +1,7 @@
 // Fused multi-tensor optimizer updates: bitsandbytes' 8-bit blockwise Adam/AdamW, SGD-momentum, Lion and RMSprop,
-// and 32-bit Adam/AdamW (bnbd_optimizer_8bit_blockwise, bnbd_optimizer_32bit_adam). Arithmetic: the contract in
-// include/bnbdist_kernels.h, i.e. the C# CPU kernels of src/Optim8bit/Kernels operation for operation (explicit
-// __fmaf_rn where they use FusedMultiplyAdd, _rn intrinsics everywhere else).
+// and the same rules with 32-bit states (bnbd_optimizer_8bit_blockwise, bnbd_optimizer_32bit). Arithmetic: the
+// contract in include/bnbdist_kernels.h, i.e. the C# CPU kernels of src/Optim8bit/Kernels operation for operation
+// (explicit __fmaf_rn where they use FusedMultiplyAdd, _rn intrinsics everywhere else).
 //
 // Work split: one warp per 256-element state block, 8 elements per lane in two runs of 4 (vector loads that are
 // contiguous across the warp), so the block's absmax is a warp reduction and needs no shared memory or barrier. A persistent grid strides over all blocks of all tensors of the launch; a warp's blocks increase, so it
@@ -30,14 +30,10 @@ constexpr int kThreads = 256;      // threads per CTA (8 warps)
 #define BNBD_OPTIM_MIN_CTAS 3
 #endif
 
-__device__ __forceinline__ float nan_max(float a, float b) {
-    // MathF.Max semantics for the values that occur (a, b >= +0 or NaN): NaN wins
-    return (a != a || b != b) ? __int_as_float(0x7FC00000) : fmaxf(a, b);
-}
-
-__device__ __forceinline__ float warp_nan_max(float v) {
+// StateQuantizer.MaxAbs is fmaxf: a NaN state is left out of the block maximum.
+__device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = nan_max(v, __shfl_xor_sync(0xFFFFFFFFu, v, o));
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xFFFFFFFFu, v, o));
     return v;
 }
 
@@ -138,17 +134,34 @@ __device__ __forceinline__ int requant_code(const float2* tab, const float* mid,
     return TABLE ? q8_search_table<true>(tab, mid, xn) : q8_search_plain_up(mid, xn);
 }
 
-// StateQuantizer.Signed: nearest code by midpoints (ties up), then the sign fix.
+// StateQuantizer.Signed: nearest code by midpoints (ties up), then bitsandbytes' sign fix, stepping by
+// (x > 0 ? +1 : -1) on an unsigned char (so it wraps as in bitsandbytes).
 template <bool TABLE>
 __device__ __forceinline__ int signed_code(const float2* tab, const float* mid, const float* q, float x, float absmax) {
     int c = requant_code<TABLE>(tab, mid, __fdiv_rn(x, absmax));
-    if (signbit_f(q[c]) != signbit_f(x)) c += signbit_f(x) ? -1 : 1;
-    return c;
+    if (signbit_f(q[c]) != signbit_f(x)) c += x > 0.0f ? 1 : -1;
+    return c & 0xFF;
 }
 
-// The rule's per-element update: p and g in, new p and state(s) out. `valid` is false for lanes past the end of a
-// partial block and (Adam) for non-finite gradients; such elements stay out of the absmax.
-template <int RULE>
+// ParamRounding: where bitsandbytes stores an intermediate in the parameter dtype, round to it (RN) and widen back.
+template <int DT>
+__device__ __forceinline__ float rnd(float x) {
+    if (DT == BNBD_BF16) return __bfloat162float(__float2bfloat16_rn(x));
+    if (DT == BNBD_F16) return __half2float(__float2half_rn(x));
+    return x;
+}
+
+// OneState8bitBlockwise.Sgn: NaN -> 0.
+__device__ __forceinline__ float sgn(float x) { return (0.0f < x ? 1.0f : 0.0f) - (x < 0.0f ? 1.0f : 0.0f); }
+
+// StateQuantizer.StoredAbsmax: an overflowed block maximum is stored as FLT_MAX.
+__device__ __forceinline__ float stored_absmax(float m) {
+    return m == __int_as_float(0x7F800000) ? __int_as_float(0x7F7FFFFF) : m;
+}
+
+// The 8-bit rules' per-element update (Adam8bitBlockwise / OneState8bitBlockwise): p and g in, new p and state(s)
+// out; `counted` becomes false for Adam's non-finite gradients (the element stays out of the block maxima).
+template <int RULE, int DT>
 __device__ __forceinline__ void update(float& p, float g, float m0, float v0, float& s1, float& s2, bool& counted,
                                        const bnbd_optim_hparams& hp) {
     if (RULE == BNBD_OPTIM_ADAM) {
@@ -163,23 +176,23 @@ __device__ __forceinline__ void update(float& p, float g, float m0, float v0, fl
         s1 = m;
         s2 = v;
         const float denom = __fmaf_rn(hp.correction2, hp.eps, __fsqrt_rn(v));
-        const float q = __fmaf_rn(hp.step_size, __fdiv_rn(m, denom), p);
-        p = hp.weight_decay > 0.0f ? __fmul_rn(q, hp.decay) : q;
+        const float q = rnd<DT>(__fmaf_rn(hp.step_size, __fdiv_rn(m, denom), p));
+        p = hp.weight_decay > 0.0f ? rnd<DT>(__fmul_rn(q, hp.decay)) : q;
     } else if (RULE == BNBD_OPTIM_MOMENTUM) {
         if (hp.weight_decay > 0.0f) g = __fmaf_rn(hp.weight_decay, p, g);
         const float s = hp.step == 1 ? g : __fmaf_rn(m0, hp.beta1, g);
-        p = __fmaf_rn(-hp.lr, s, p);
+        p = rnd<DT>(__fmaf_rn(-hp.lr, s, p));
         s1 = s;
     } else if (RULE == BNBD_OPTIM_LION) {
-        if (hp.weight_decay > 0.0f) p = __fmul_rn(p, hp.decay);
-        const float d = __fmaf_rn(m0, hp.beta1, __fmul_rn(__fsub_rn(1.0f, hp.beta1), g));
-        const float sgn = d > 0.0f ? 1.0f : d < 0.0f ? -1.0f : (d != d ? d : 0.0f);
-        p = __fsub_rn(p, __fmul_rn(hp.lr, sgn));
+        if (hp.weight_decay > 0.0f) p = rnd<DT>(__fmul_rn(p, hp.decay));
+        const float u = rnd<DT>(__fmul_rn(hp.lr, sgn(__fmaf_rn(m0, hp.beta1, __fmul_rn(__fsub_rn(1.0f, hp.beta1), g)))));
         s1 = __fmaf_rn(m0, hp.beta2, __fmul_rn(__fsub_rn(1.0f, hp.beta2), g));
-    } else {  // RMSPROP
+        p = rnd<DT>(__fsub_rn(p, u));
+    } else {  // RMSPROP: the decayed gradient feeds the state, the raw one the step
+        const float raw = g;
         if (hp.weight_decay > 0.0f) g = __fmaf_rn(hp.weight_decay, p, g);
-        const float s = __fmaf_rn(m0, hp.beta1, __fmul_rn(__fmul_rn(__fsub_rn(1.0f, hp.beta1), g), g));
-        p = __fmaf_rn(-hp.lr, __fdiv_rn(g, __fadd_rn(__fsqrt_rn(s), hp.eps)), p);
+        const float s = __fmaf_rn(m0, hp.beta1, __fmul_rn(__fsub_rn(1.0f, hp.beta1), __fmul_rn(g, g)));
+        p = rnd<DT>(__fmaf_rn(-hp.lr, __fdiv_rn(raw, __fadd_rn(__fsqrt_rn(s), hp.eps)), p));
         s1 = s;
     }
 }
@@ -209,21 +222,21 @@ __device__ __forceinline__ void optim8_block(const bnbd_optim_tensor& d, int64_t
             const float v0 = TWO ? __fmul_rn(sm.q2[code_of(w2, j)], a2) : 0.0f;
             s1[j] = 0.0f;
             s2[j] = 0.0f;
-            if (counted) update<RULE>(p[j], g[j], m0, v0, s1[j], s2[j], counted, hp);
+            if (counted) update<RULE, DT>(p[j], g[j], m0, v0, s1[j], s2[j], counted, hp);
             if (counted) {
-                max1 = nan_max(max1, fabsf(s1[j]));
-                if (TWO) max2 = nan_max(max2, fabsf(s2[j]));
+                max1 = fmaxf(max1, fabsf(s1[j]));
+                if (TWO) max2 = fmaxf(max2, fabsf(s2[j]));
             }
         }
         store8<DT, VEC>(d.param, blk, lane, len, p);
     }
-    max1 = warp_nan_max(max1);
-    if (TWO) max2 = warp_nan_max(max2);
+    max1 = stored_absmax(warp_max(max1));
+    if (TWO) max2 = stored_absmax(warp_max(max2));
 
     w1[0] = w1[1] = w2[0] = w2[1] = 0u;
 #pragma unroll
     for (int j = 0; j < kPerLane; ++j) {
-        w1[j >> 2] |= uint32_t(signed_code<TABLE>(tab1, sm.mid1, sm.q1, s1[j], max1) & 0xFF) << (8 * (j & 3));
+        w1[j >> 2] |= uint32_t(signed_code<TABLE>(tab1, sm.mid1, sm.q1, s1[j], max1)) << (8 * (j & 3));
         if (TWO) w2[j >> 2] |= uint32_t(requant_code<TABLE>(tab2, sm.mid2, __fdiv_rn(s2[j], max2)) & 0xFF) << (8 * (j & 3));
     }
     store_codes<VEC>(static_cast<uint8_t*>(d.state1), blk, lane, len, w1);
@@ -292,38 +305,58 @@ __global__ void __launch_bounds__(kThreads, BNBD_OPTIM_MIN_CTAS) optim8_kernel(c
     });
 }
 
-// 32-bit Adam: the same walk, f32 moments.
-template <int DT, bool VEC>
-__device__ __forceinline__ void adam32_block(const bnbd_optim_tensor& d, int64_t lb, int len, int lane,
+// 32-bit states (TwoState32bit / OneState32bit): the same walk, f32 states.
+template <int DT, int RULE, bool VEC>
+__device__ __forceinline__ void step32_block(const bnbd_optim_tensor& d, int64_t lb, int len, int lane,
                                              const bnbd_optim_hparams& hp) {
+    constexpr bool TWO = RULE == BNBD_OPTIM_ADAM;
     const int64_t blk = lb * kBlock;
     float p[kPerLane], g[kPerLane], m[kPerLane], v[kPerLane];
     load8<DT, VEC>(d.param, blk, lane, len, p);
     load8<DT, VEC>(d.grad, blk, lane, len, g);
     load8<BNBD_F32, VEC>(d.state1, blk, lane, len, m);
-    load8<BNBD_F32, VEC>(d.state2, blk, lane, len, v);
+    if (TWO) load8<BNBD_F32, VEC>(d.state2, blk, lane, len, v);
     const float b1c = __fsub_rn(1.0f, hp.beta1), b2c = __fsub_rn(1.0f, hp.beta2);
 #pragma unroll
     for (int j = 0; j < kPerLane; ++j) {
-        m[j] = __fmaf_rn(m[j], hp.beta1, __fmul_rn(b1c, g[j]));
-        v[j] = __fmaf_rn(v[j], hp.beta2, __fmul_rn(__fmul_rn(b2c, g[j]), g[j]));
-        const float q = __fmaf_rn(hp.step_size, __fdiv_rn(m[j], __fmaf_rn(hp.eps, hp.correction2, __fsqrt_rn(v[j]))), p[j]);
-        p[j] = hp.weight_decay > 0.0f ? __fmul_rn(q, hp.decay) : q;
+        if (RULE == BNBD_OPTIM_ADAM) {
+            m[j] = __fmaf_rn(m[j], hp.beta1, __fmul_rn(b1c, g[j]));
+            v[j] = __fmaf_rn(v[j], hp.beta2, __fmul_rn(__fmul_rn(b2c, g[j]), g[j]));
+            const float den = __fmaf_rn(hp.eps, hp.correction2, __fsqrt_rn(v[j]));
+            const float q = rnd<DT>(__fmaf_rn(hp.step_size, __fdiv_rn(m[j], den), p[j]));
+            p[j] = hp.weight_decay > 0.0f ? rnd<DT>(__fmul_rn(q, hp.decay)) : q;
+        } else {
+            float gj = g[j];
+            if (hp.weight_decay > 0.0f && RULE != BNBD_OPTIM_LION) gj = rnd<DT>(__fmaf_rn(p[j], hp.weight_decay, gj));
+            if (RULE == BNBD_OPTIM_MOMENTUM) {
+                m[j] = hp.step == 1 ? gj : __fmaf_rn(m[j], hp.beta1, gj);
+                p[j] = rnd<DT>(__fadd_rn(p[j], __fmul_rn(-hp.lr, m[j])));
+            } else if (RULE == BNBD_OPTIM_LION) {
+                const float d = sgn(__fmaf_rn(m[j], hp.beta1, __fmul_rn(b1c, gj)));
+                p[j] = rnd<DT>(__fmaf_rn(p[j], hp.decay, __fmul_rn(-hp.lr, d)));
+                m[j] = __fmaf_rn(m[j], hp.beta2, __fmul_rn(b2c, gj));
+            } else {
+                m[j] = __fmaf_rn(m[j], hp.beta1, __fmul_rn(__fmul_rn(b1c, gj), gj));
+                p[j] = rnd<DT>(__fsub_rn(p[j], __fmul_rn(hp.lr, __fdiv_rn(gj, __fadd_rn(__fsqrt_rn(m[j]), hp.eps)))));
+            }
+        }
     }
     store8<DT, VEC>(d.param, blk, lane, len, p);
     store8<BNBD_F32, VEC>(d.state1, blk, lane, len, m);
-    store8<BNBD_F32, VEC>(d.state2, blk, lane, len, v);
+    if (TWO) store8<BNBD_F32, VEC>(d.state2, blk, lane, len, v);
 }
 
-template <int DT>
-__global__ void __launch_bounds__(kThreads, BNBD_OPTIM_MIN_CTAS) adam32_kernel(const bnbd_optim_tensor* __restrict__ tensors, int num_tensors,
-                                                          int64_t total_blocks, bnbd_optim_hparams hp) {
+template <int DT, int RULE>
+__global__ void __launch_bounds__(kThreads, BNBD_OPTIM_MIN_CTAS)
+    step32_kernel(const bnbd_optim_tensor* __restrict__ tensors, int num_tensors, int64_t total_blocks,
+                  bnbd_optim_hparams hp) {
+    constexpr bool TWO = RULE == BNBD_OPTIM_ADAM;
     const int lane = threadIdx.x & 31;
     for_each_block(tensors, num_tensors, total_blocks, [&](const bnbd_optim_tensor& d, int64_t lb, int len) {
         const bool vec = len == kBlock && aligned_dev(d.param, 16) && aligned_dev(d.grad, 16) &&
-                         aligned_dev(d.state1, 16) && aligned_dev(d.state2, 16);
-        if (vec) adam32_block<DT, true>(d, lb, len, lane, hp);
-        else adam32_block<DT, false>(d, lb, len, lane, hp);
+                         aligned_dev(d.state1, 16) && (!TWO || aligned_dev(d.state2, 16));
+        if (vec) step32_block<DT, RULE, true>(d, lb, len, lane, hp);
+        else step32_block<DT, RULE, false>(d, lb, len, lane, hp);
     });
 }
 
@@ -374,6 +407,26 @@ int dispatch_rule(int rule, const bnbd_optim_tensor* t, int nt, int64_t tb, cons
     }
 }
 
+template <int DT, int RULE>
+int launch32(const bnbd_optim_tensor* t, int nt, int64_t tb, const bnbd_optim_hparams& hp, cudaStream_t s) {
+    auto kernel = step32_kernel<DT, RULE>;
+    int grid = 0;
+    BNBD_RETURN_IF_ERROR(grid_for(kernel, 0, tb, &grid));
+    kernel<<<grid, kThreads, 0, s>>>(t, nt, tb, hp);
+    BNBD_CHECK_LAUNCH();
+    return 0;
+}
+
+template <int DT>
+int dispatch32(int rule, const bnbd_optim_tensor* t, int nt, int64_t tb, const bnbd_optim_hparams& hp, cudaStream_t s) {
+    switch (rule) {
+        case BNBD_OPTIM_ADAM: return launch32<DT, BNBD_OPTIM_ADAM>(t, nt, tb, hp, s);
+        case BNBD_OPTIM_MOMENTUM: return launch32<DT, BNBD_OPTIM_MOMENTUM>(t, nt, tb, hp, s);
+        case BNBD_OPTIM_LION: return launch32<DT, BNBD_OPTIM_LION>(t, nt, tb, hp, s);
+        default: return launch32<DT, BNBD_OPTIM_RMSPROP>(t, nt, tb, hp, s);
+    }
+}
+
 }  // namespace
 }  // namespace bnbd
 
@@ -394,23 +447,17 @@ extern "C" BNBD_API int bnbd_optimizer_8bit_blockwise(int rule, int dtype, const
     }
 }
 
-extern "C" BNBD_API int bnbd_optimizer_32bit_adam(int dtype, const bnbd_optim_tensor* tensors, int num_tensors,
-                                                  int64_t total_blocks, const bnbd_optim_hparams* hp, void* stream) {
+extern "C" BNBD_API int bnbd_optimizer_32bit(int rule, int dtype, const bnbd_optim_tensor* tensors, int num_tensors,
+                                             int64_t total_blocks, const bnbd_optim_hparams* hp, void* stream) {
     using namespace bnbd;
     BNBD_REQUIRE(valid_dtype(dtype) && hp != nullptr && tensors != nullptr);
+    BNBD_REQUIRE(rule >= BNBD_OPTIM_ADAM && rule <= BNBD_OPTIM_RMSPROP);
     BNBD_REQUIRE(num_tensors >= 0 && total_blocks >= 0);
     if (num_tensors == 0 || total_blocks == 0) return 0;
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
-    auto launch = [&](auto kernel) -> int {
-        int grid = 0;
-        BNBD_RETURN_IF_ERROR(grid_for(kernel, 0, total_blocks, &grid));
-        kernel<<<grid, kThreads, 0, s>>>(tensors, num_tensors, total_blocks, *hp);
-        BNBD_CHECK_LAUNCH();
-        return 0;
-    };
     switch (dtype) {
-        case BNBD_F32: return launch(adam32_kernel<BNBD_F32>);
-        case BNBD_BF16: return launch(adam32_kernel<BNBD_BF16>);
-        default: return launch(adam32_kernel<BNBD_F16>);
+        case BNBD_F32: return dispatch32<BNBD_F32>(rule, tensors, num_tensors, total_blocks, *hp, s);
+        case BNBD_BF16: return dispatch32<BNBD_BF16>(rule, tensors, num_tensors, total_blocks, *hp, s);
+        default: return dispatch32<BNBD_F16>(rule, tensors, num_tensors, total_blocks, *hp, s);
     }
 }

@@ -1,7 +1,8 @@
 // Host reference of the optimizer updates: a line-by-line C++ transcription of the C# CPU kernels
-// (src/Optim8bit/Kernels: Adam8bitBlockwise, OneState8bitBlockwise, Adam32bit, StateQuantizer). Compiled with
+// (src/Optim8bit/Kernels as of the optim branch's commit a151651: Adam8bitBlockwise, OneState8bitBlockwise,
+// TwoState32bit, OneState32bit, StateQuantizer, ParamRounding). Compiled with
 // -ffp-contract=off, so every operation rounds once except the explicit std::fma, exactly like the C# code.
-// Parameters of bf16/f16 are upcast, updated in f32 and stored with RN (reference.h's store_elem).
+// Parameters of bf16/f16 are upcast, rounded to their dtype where the C# kernels round (TRound) and stored.
 #ifndef BNBDIST_TESTS_OPTIM_REFERENCE_H
 #define BNBDIST_TESTS_OPTIM_REFERENCE_H
 
@@ -47,21 +48,36 @@ inline int nearest_upper(float x, const float* mids) {
     return lo;
 }
 
-// StateQuantizer.Signed
+// StateQuantizer.Signed (the step direction x > 0 ? +1 : -1 wraps on the byte, as in bitsandbytes)
 inline uint8_t signed_state_code(float x, float absmax, const float* code, const float* mids) {
     int c = nearest_upper(x / absmax, mids);
-    if (std::signbit(code[c]) != std::signbit(x)) c += std::signbit(x) ? -1 : 1;
-    return uint8_t(c);
+    if (std::signbit(code[c]) != std::signbit(x)) c += x > 0.0f ? 1 : -1;
+    return uint8_t(c & 0xFF);
 }
 
 // A NaN state as the GPU makes it (canonical 0x7FFFFFFF; x86 makes 0xFFC00000 for 0 * inf and the like). Only its sign
 // matters here: the sign fix reads it, so a NaN state's code depends on the platform's NaN (the contract leaves it open).
 inline float gpu_nan(float x) { return x != x ? bits_to_float(0x7FFFFFFFu) : x; }
 
-// MathF.Max(a, b) for a, b >= +0 or NaN
-inline float max_nan(float a, float b) { return (a != a || b != b) ? NAN : (a > b ? a : b); }
+// StateQuantizer.MaxAbs (fmaxf: NaN ignored) and StoredAbsmax (inf -> FLT_MAX)
+inline float max_abs(float max, float x) {
+    const float a = std::fabs(x);
+    return a > max ? a : max;
+}
+inline float stored_absmax(float m) { return std::isinf(m) && m > 0 ? 3.40282347e38f : m; }
 
-// One step on one tensor (8-bit blockwise, any rule), in place.
+// ParamRounding: round to the parameter dtype and widen back
+inline float rnd(int dtype, float x) {
+    if (dtype == BNBD_BF16) return bf16_to_float(float_to_bf16(x));
+    if (dtype == BNBD_F16) return half_to_float(float_to_half(x));
+    return x;
+}
+
+// OneState8bitBlockwise.Sgn
+inline float sgn(float x) { return (0.0f < x ? 1.0f : 0.0f) - (x < 0.0f ? 1.0f : 0.0f); }
+
+// One step on one tensor (8-bit blockwise, any rule), in place: Adam8bitBlockwise.Step<TRound> /
+// OneState8bitBlockwise.Step<TRound> with the parameter loaded from and stored to its dtype.
 inline void optim8_step(int rule, int dtype, void* param, const void* grad, uint8_t* s1, uint8_t* s2, float* a1,
                         float* a2, int64_t n, const float* q1, const float* q2, const bnbd_optim_hparams& h) {
     float mids1[255], mids2[255];
@@ -76,44 +92,46 @@ inline void optim8_step(int rule, int dtype, void* param, const void* grad, uint
             const int64_t i = start + k;
             float g = load_elem(dtype, grad, i);
             float p = load_elem(dtype, param, i);
-            const float old = q1[s1[i]] * a1[b];
             if (rule == BNBD_OPTIM_ADAM) {
                 if (!std::isfinite(g)) {
                     m[k] = 0.0f;
                     v[k] = 0.0f;
                     continue;
                 }
-                const float mk = std::fma(old, h.beta1, (1.0f - h.beta1) * g);
+                const float mk = std::fma(q1[s1[i]] * a1[b], h.beta1, (1.0f - h.beta1) * g);
                 const float vk = std::fma(q2[s2[i]] * a2[b], h.beta2, (1.0f - h.beta2) * g * g);
                 m[k] = gpu_nan(mk);
                 v[k] = gpu_nan(vk);
-                max1 = max_nan(max1, std::fabs(mk));
-                max2 = max_nan(max2, std::fabs(vk));
+                max1 = max_abs(max1, mk);
+                max2 = max_abs(max2, vk);
                 const float denom = std::fma(h.correction2, h.eps, std::sqrt(vk));
-                const float q = std::fma(h.step_size, mk / denom, p);
-                store_elem(dtype, param, i, h.weight_decay > 0.0f ? q * h.decay : q);
+                const float q = rnd(dtype, std::fma(h.step_size, mk / denom, p));
+                store_elem(dtype, param, i, h.weight_decay > 0.0f ? rnd(dtype, q * h.decay) : q);
                 continue;
             }
+            const float old = q1[s1[i]] * a1[b];
             float sk;
             if (rule == BNBD_OPTIM_MOMENTUM) {
                 if (h.weight_decay > 0.0f) g = std::fma(h.weight_decay, p, g);
                 sk = h.step == 1 ? g : std::fma(old, h.beta1, g);
-                p = std::fma(-h.lr, sk, p);
+                p = rnd(dtype, std::fma(-h.lr, sk, p));
             } else if (rule == BNBD_OPTIM_LION) {
-                if (h.weight_decay > 0.0f) p *= h.decay;
-                const float d = std::fma(old, h.beta1, (1.0f - h.beta1) * g);
-                const float sgn = d > 0.0f ? 1.0f : d < 0.0f ? -1.0f : (d != d ? d : 0.0f);
-                p -= h.lr * sgn;
+                if (h.weight_decay > 0.0f) p = rnd(dtype, p * h.decay);
+                const float update = rnd(dtype, h.lr * sgn(std::fma(old, h.beta1, (1.0f - h.beta1) * g)));
                 sk = std::fma(old, h.beta2, (1.0f - h.beta2) * g);
+                p = rnd(dtype, p - update);
             } else {
+                const float raw = g;
                 if (h.weight_decay > 0.0f) g = std::fma(h.weight_decay, p, g);
-                sk = std::fma(old, h.beta1, (1.0f - h.beta1) * g * g);
-                p = std::fma(-h.lr, g / (std::sqrt(sk) + h.eps), p);
+                sk = std::fma(old, h.beta1, (1.0f - h.beta1) * (g * g));
+                p = rnd(dtype, std::fma(-h.lr, raw / (std::sqrt(sk) + h.eps), p));
             }
             store_elem(dtype, param, i, p);
             m[k] = gpu_nan(sk);
-            max1 = max_nan(max1, std::fabs(sk));
+            max1 = max_abs(max1, sk);
         }
+        max1 = stored_absmax(max1);
+        max2 = stored_absmax(max2);
         a1[b] = max1;
         if (rule == BNBD_OPTIM_ADAM) a2[b] = max2;
         for (int k = 0; k < len; ++k) {
@@ -123,16 +141,35 @@ inline void optim8_step(int rule, int dtype, void* param, const void* grad, uint
     }
 }
 
-// Adam32bit.Step on one tensor, in place.
-inline void adam32_step(int dtype, void* param, const void* grad, float* m, float* v, int64_t n, const bnbd_optim_hparams& h) {
+// TwoState32bit.Step<TRound> (rule Adam) and OneState32bit.Step<TRound> (the 1-state rules) on one tensor, in place.
+inline void step32(int rule, int dtype, void* param, const void* grad, float* s1, float* s2, int64_t n,
+                   const bnbd_optim_hparams& h) {
     for (int64_t i = 0; i < n; ++i) {
-        const float g = load_elem(dtype, grad, i);
-        const float mi = std::fma(m[i], h.beta1, (1.0f - h.beta1) * g);
-        const float vi = std::fma(v[i], h.beta2, (1.0f - h.beta2) * g * g);
-        m[i] = mi;
-        v[i] = vi;
-        const float p = std::fma(h.step_size, mi / std::fma(h.eps, h.correction2, std::sqrt(vi)), load_elem(dtype, param, i));
-        store_elem(dtype, param, i, h.weight_decay > 0.0f ? p * h.decay : p);
+        float g = load_elem(dtype, grad, i);
+        float p = load_elem(dtype, param, i);
+        if (rule == BNBD_OPTIM_ADAM) {
+            const float mi = std::fma(s1[i], h.beta1, (1.0f - h.beta1) * g);
+            const float vi = std::fma(s2[i], h.beta2, (1.0f - h.beta2) * g * g);
+            s1[i] = mi;
+            s2[i] = vi;
+            p = rnd(dtype, std::fma(h.step_size, mi / std::fma(h.eps, h.correction2, std::sqrt(vi)), p));
+            store_elem(dtype, param, i, h.weight_decay > 0.0f ? rnd(dtype, p * h.decay) : p);
+            continue;
+        }
+        float s = s1[i];
+        if (h.weight_decay > 0.0f && rule != BNBD_OPTIM_LION) g = rnd(dtype, std::fma(p, h.weight_decay, g));
+        if (rule == BNBD_OPTIM_MOMENTUM) {
+            s = h.step == 1 ? g : std::fma(s, h.beta1, g);
+            p = rnd(dtype, p + (-h.lr * s));
+        } else if (rule == BNBD_OPTIM_LION) {
+            p = rnd(dtype, std::fma(p, h.decay, -h.lr * sgn(std::fma(s, h.beta1, (1.0f - h.beta1) * g))));
+            s = std::fma(s, h.beta2, (1.0f - h.beta2) * g);
+        } else {
+            s = std::fma(s, h.beta1, (1.0f - h.beta1) * g * g);
+            p = rnd(dtype, p - (h.lr * (g / (std::sqrt(s) + h.eps))));
+        }
+        store_elem(dtype, param, i, p);
+        s1[i] = s;
     }
 }
 

@@ -114,10 +114,9 @@ std::vector<float> optim_grad(Rng& rng, int64_t n, bool specials) {
 
 }  // namespace
 
-// rule < 0: 32-bit Adam. Returns false on the first mismatch (reported).
-static bool run_optim_case(Rng& rng, int rule, int dtype, float wd, bool table, int steps) {
-    const bool eight = rule >= 0;
-    const bool two = !eight || rule == BNBD_OPTIM_ADAM;
+// eight: 8-bit blockwise states, else 32-bit. Returns false on the first mismatch (reported).
+static bool run_optim_case(Rng& rng, int rule, bool eight, int dtype, float wd, bool table, int steps) {
+    const bool two = rule == BNBD_OPTIM_ADAM;
     const size_t es = bnbref::dtype_size(dtype);
     std::vector<int64_t> sizes = {1, 255, 256, 257, 4096, 1000 + rng.below(5000), 70000 + rng.below(300), 7};
     for (int i = 0, extra = rng.below(30); i < extra; ++i) sizes.push_back(1 + rng.below(3000));
@@ -154,10 +153,8 @@ static bool run_optim_case(Rng& rng, int rule, int dtype, float wd, bool table, 
         } else {
             float* m = reinterpret_cast<float*>(c.hs1.data());
             float* v = reinterpret_cast<float*>(c.hs2.data());
-            for (int64_t i = 0; i < c.n; ++i) {
-                m[i] = rng.normal() * 0.01f;
-                v[i] = std::fabs(rng.normal()) * 1e-4f;
-            }
+            for (int64_t i = 0; i < c.n; ++i) m[i] = rng.normal() * 0.01f;
+            for (int64_t i = 0; two && i < c.n; ++i) v[i] = std::fabs(rng.normal()) * 1e-4f;
         }
         for (DevBuf* b : {&c.p, &c.g, &c.s1, &c.s2, &c.a1, &c.a2})
             if (b->base) b->poison(kGuardByte);
@@ -177,8 +174,9 @@ static bool run_optim_case(Rng& rng, int rule, int dtype, float wd, bool table, 
     d_desc.upload(desc.data());
     d_q1.upload(q1.data());
     d_q2.upload(q2.data());
-    const char* rname = !eight ? "adam32" : rule == BNBD_OPTIM_ADAM ? "adam8" : rule == BNBD_OPTIM_MOMENTUM ? "momentum8"
-                        : rule == BNBD_OPTIM_LION ? "lion8" : "rmsprop8";
+    const char* rnames[] = {"adam", "momentum", "lion", "rmsprop"};
+    char rname[32];
+    std::snprintf(rname, sizeof rname, "%s%d", rnames[rule], eight ? 8 : 32);
     bnbd::g_optim_search_mode = table ? 0 : 2;
     for (int step = 1; step <= steps; ++step) {
         const float beta1 = rule == BNBD_OPTIM_RMSPROP ? 0.99f : 0.9f, beta2 = rule == BNBD_OPTIM_LION ? 0.99f : 0.999f;
@@ -192,14 +190,14 @@ static bool run_optim_case(Rng& rng, int rule, int dtype, float wd, bool table, 
                 bnbref::optim8_step(rule, dtype, c.hp.data(), c.hg.data(), c.hs1.data(), two ? c.hs2.data() : nullptr,
                                     c.ha1.data(), two ? c.ha2.data() : nullptr, c.n, q1.data(), q2.data(), h);
             else
-                bnbref::adam32_step(dtype, c.hp.data(), c.hg.data(), reinterpret_cast<float*>(c.hs1.data()),
-                                    reinterpret_cast<float*>(c.hs2.data()), c.n, h);
+                bnbref::step32(rule, dtype, c.hp.data(), c.hg.data(), reinterpret_cast<float*>(c.hs1.data()),
+                               two ? reinterpret_cast<float*>(c.hs2.data()) : nullptr, c.n, h);
         }
         const int rc = eight ? bnbd_optimizer_8bit_blockwise(rule, dtype, static_cast<bnbd_optim_tensor*>(d_desc.ptr()), nt,
                                                              blocks, static_cast<float*>(d_q1.ptr()),
                                                              static_cast<float*>(d_q2.ptr()), &h, nullptr)
-                             : bnbd_optimizer_32bit_adam(dtype, static_cast<bnbd_optim_tensor*>(d_desc.ptr()), nt, blocks,
-                                                         &h, nullptr);
+                             : bnbd_optimizer_32bit(rule, dtype, static_cast<bnbd_optim_tensor*>(d_desc.ptr()), nt, blocks,
+                                                    &h, nullptr);
         CK(cudaDeviceSynchronize());
         if (rc != 0) {
             report(false, "%s %s: launch returned %d (%s)", rname, dtname(dtype), rc, bnbd_error_string(rc));
@@ -226,7 +224,7 @@ static bool run_optim_case(Rng& rng, int rule, int dtype, float wd, bool table, 
                     if (!same_f32(a1[b], c.ha1[b]) || (two && !same_f32(a2[b], c.ha2[b]))) ba = int64_t(b);
             } else {
                 bs1 = first_mismatch_elems(BNBD_F32, s1.data(), c.hs1.data(), c.n);
-                bs2 = first_mismatch_elems(BNBD_F32, s2.data(), c.hs2.data(), c.n);
+                if (two) bs2 = first_mismatch_elems(BNBD_F32, s2.data(), c.hs2.data(), c.n);
             }
             bool guards = true;
             for (DevBuf* b : {&c.p, &c.g, &c.s1, &c.s2, &c.a1, &c.a2})
@@ -257,8 +255,10 @@ static void test_optimizers(Rng& rng) {
         report(bnbd_optimizer_8bit_blockwise(BNBD_OPTIM_ADAM, 0, (bnbd_optim_tensor*)d, 1, 1, d, nullptr, &h, nullptr) ==
                    BNBD_ERR_INVALID_ARGUMENT,
                "optim: Adam needs qmap2");
-        report(bnbd_optimizer_32bit_adam(5, (bnbd_optim_tensor*)d, 1, 1, &h, nullptr) == BNBD_ERR_INVALID_ARGUMENT,
+        report(bnbd_optimizer_32bit(BNBD_OPTIM_ADAM, 5, (bnbd_optim_tensor*)d, 1, 1, &h, nullptr) == BNBD_ERR_INVALID_ARGUMENT,
                "optim: reject dtype");
+        report(bnbd_optimizer_32bit(7, 0, (bnbd_optim_tensor*)d, 1, 1, &h, nullptr) == BNBD_ERR_INVALID_ARGUMENT,
+               "optim: reject 32-bit rule");
         report(bnbd_optimizer_8bit_blockwise(BNBD_OPTIM_LION, 0, (bnbd_optim_tensor*)d, 0, 0, d, nullptr, &h, nullptr) == 0,
                "optim: no tensors");
         CK(cudaFree(d));
@@ -266,11 +266,9 @@ static void test_optimizers(Rng& rng) {
     for (int dtype = 0; dtype < 3; ++dtype) {
         for (int rule = BNBD_OPTIM_ADAM; rule <= BNBD_OPTIM_RMSPROP; ++rule) {
             const float wd = (rule + dtype) % 2 ? 0.01f : 0.0f;
-            if (!run_optim_case(rng, rule, dtype, wd, true, 3)) continue;
-            run_optim_case(rng, rule, dtype, 0.01f - wd, false, 2);
+            if (run_optim_case(rng, rule, true, dtype, wd, true, 3)) run_optim_case(rng, rule, true, dtype, 0.01f - wd, false, 2);
+            if (run_optim_case(rng, rule, false, dtype, wd, true, 3)) run_optim_case(rng, rule, false, dtype, 0.01f - wd, true, 2);
         }
-        run_optim_case(rng, -1, dtype, 0.0f, true, 3);
-        run_optim_case(rng, -1, dtype, 0.01f, true, 2);
     }
 }
 
@@ -327,33 +325,36 @@ static void run_optim_benchmarks() {
     const std::vector<int64_t> four(4, M);
     struct Row {
         const char* name;
-        int rule, dtype, mode;
+        int rule;
+        bool eight;
+        int dtype, mode;
         double target;
     };
     const Row rows[] = {
-        {"optim adamw8bit f32 4x64M (table search)", BNBD_OPTIM_ADAM, BNBD_F32, 0, 1.7},
-        {"optim adamw8bit f32 4x64M (plain search)", BNBD_OPTIM_ADAM, BNBD_F32, 2, 0},
-        {"optim lion8bit f32 4x64M (table search)", BNBD_OPTIM_LION, BNBD_F32, 0, 1.4},
-        {"optim lion8bit f32 4x64M (plain search)", BNBD_OPTIM_LION, BNBD_F32, 2, 0},
-        {"optim adamw8bit bf16 4x64M", BNBD_OPTIM_ADAM, BNBD_BF16, 0, 0},
-        {"optim momentum8bit f32 4x64M", BNBD_OPTIM_MOMENTUM, BNBD_F32, 0, 0},
-        {"optim rmsprop8bit f32 4x64M", BNBD_OPTIM_RMSPROP, BNBD_F32, 0, 0},
-        {"optim adamw32bit f32 4x64M", -1, BNBD_F32, 0, 0},
+        {"optim adamw8bit f32 4x64M (table search)", BNBD_OPTIM_ADAM, true, BNBD_F32, 0, 1.7},
+        {"optim adamw8bit f32 4x64M (plain search)", BNBD_OPTIM_ADAM, true, BNBD_F32, 2, 0},
+        {"optim lion8bit f32 4x64M (table search)", BNBD_OPTIM_LION, true, BNBD_F32, 0, 1.4},
+        {"optim lion8bit f32 4x64M (plain search)", BNBD_OPTIM_LION, true, BNBD_F32, 2, 0},
+        {"optim adamw8bit bf16 4x64M", BNBD_OPTIM_ADAM, true, BNBD_BF16, 0, 0},
+        {"optim momentum8bit f32 4x64M", BNBD_OPTIM_MOMENTUM, true, BNBD_F32, 0, 0},
+        {"optim rmsprop8bit f32 4x64M", BNBD_OPTIM_RMSPROP, true, BNBD_F32, 0, 0},
+        {"optim adamw32bit f32 4x64M", BNBD_OPTIM_ADAM, false, BNBD_F32, 0, 0},
+        {"optim lion32bit f32 4x64M", BNBD_OPTIM_LION, false, BNBD_F32, 0, 0},
     };
     for (const Row& r : rows) {
         if (!g_bench_filter.empty() && std::string(r.name).find(g_bench_filter) == std::string::npos) continue;
-        const bool eight = r.rule >= 0, two = !eight || r.rule == BNBD_OPTIM_ADAM;
+        const bool eight = r.eight, two = r.rule == BNBD_OPTIM_ADAM;
         std::vector<void*> owned;
         const auto made = make(four, r.dtype, eight, two, owned);
         bnbd_optim_tensor* d = made.first;
         const int64_t blocks = made.second;
         const double es = double(bnbref::dtype_size(r.dtype));
-        const double per = eight ? (two ? 3 * es + 4 : 3 * es + 2) : 3 * es + 16;
+        const double per = eight ? (two ? 3 * es + 4 : 3 * es + 2) : (two ? 3 * es + 16 : 3 * es + 8);
         const bnbd_optim_hparams h = bnbref::optim_hparams(0.9f, 0.999f, 1e-8f, 1e-3f, 0.01f, 5);
         bnbd::g_optim_search_mode = r.mode;
         bench(r.name, per * 4 * M, r.target, [&](int) {
             BCALL(eight ? bnbd_optimizer_8bit_blockwise(r.rule, r.dtype, d, 4, blocks, q1, q2, &h, nullptr)
-                        : bnbd_optimizer_32bit_adam(r.dtype, d, 4, blocks, &h, nullptr));
+                        : bnbd_optimizer_32bit(r.rule, r.dtype, d, 4, blocks, &h, nullptr));
         });
         bnbd::g_optim_search_mode = 0;
         release(owned);
