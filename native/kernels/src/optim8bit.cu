@@ -197,43 +197,55 @@ __device__ __forceinline__ void update(float& p, float g, float m0, float v0, fl
     }
 }
 
-// One state block (256 elements) of one tensor, by one warp. Parameters are stored as soon as they are updated,
-// before the block's absmax is known, so their registers free up for the requantization.
+// A lane's inputs of one block: parameters, gradients, packed state codes and the block's old absmax.
+struct BlockIn {
+    float p[kPerLane], g[kPerLane];
+    uint32_t w1[2], w2[2];
+    float a1, a2;
+};
+
+// Loads a lane's inputs; src_* point at the block's first element. (Kept apart from process_block so that another
+// source, e.g. a cp.async stage, can feed the same arithmetic: a staged variant was measured slower, see README.md.)
+template <int DT, bool TWO, bool VEC>
+__device__ __forceinline__ void load_block(BlockIn& in, const void* src_p, const void* src_g, const uint8_t* src_c1,
+                                           const uint8_t* src_c2, const float* src_a1, const float* src_a2, int lane, int len) {
+    in.a1 = *src_a1;
+    in.a2 = TWO ? *src_a2 : 0.0f;
+    load8<DT, VEC>(src_p, 0, lane, len, in.p);
+    load8<DT, VEC>(src_g, 0, lane, len, in.g);
+    load_codes<VEC>(src_c1, 0, lane, len, in.w1);
+    if (TWO) load_codes<VEC>(src_c2, 0, lane, len, in.w2);
+}
+
+// Updates one state block (256 elements) of one tensor from a lane's inputs, by one warp, and stores parameters,
+// codes and the new absmax. Parameters are stored as soon as they are updated, before the block's absmax is known,
+// so their registers free up for the requantization.
 template <int DT, int RULE, bool TABLE, bool VEC>
-__device__ __forceinline__ void optim8_block(const bnbd_optim_tensor& d, int64_t lb, int len, int lane, const OptimSmem& sm,
-                                             const float2* tab1, const float2* tab2, const bnbd_optim_hparams& hp) {
+__device__ __forceinline__ void process_block(BlockIn& in, const bnbd_optim_tensor& d, int64_t lb, int len, int lane,
+                                              const OptimSmem& sm, const float2* tab1, const float2* tab2,
+                                              const bnbd_optim_hparams& hp) {
     constexpr bool TWO = RULE == BNBD_OPTIM_ADAM;
     const int64_t blk = lb * kBlock;
     float s1[kPerLane], s2[kPerLane];
-    uint32_t w1[2], w2[2];
     float max1 = 0.0f, max2 = 0.0f;
-    {
-        float p[kPerLane], g[kPerLane];
-        const float a1 = d.absmax1[lb];
-        const float a2 = TWO ? d.absmax2[lb] : 0.0f;
-        load8<DT, VEC>(d.param, blk, lane, len, p);
-        load8<DT, VEC>(d.grad, blk, lane, len, g);
-        load_codes<VEC>(static_cast<const uint8_t*>(d.state1), blk, lane, len, w1);
-        if (TWO) load_codes<VEC>(static_cast<const uint8_t*>(d.state2), blk, lane, len, w2);
 #pragma unroll
-        for (int j = 0; j < kPerLane; ++j) {
-            bool counted = VEC || elem_off(lane, j) < len;
-            const float m0 = __fmul_rn(sm.q1[code_of(w1, j)], a1);
-            const float v0 = TWO ? __fmul_rn(sm.q2[code_of(w2, j)], a2) : 0.0f;
-            s1[j] = 0.0f;
-            s2[j] = 0.0f;
-            if (counted) update<RULE, DT>(p[j], g[j], m0, v0, s1[j], s2[j], counted, hp);
-            if (counted) {
-                max1 = fmaxf(max1, fabsf(s1[j]));
-                if (TWO) max2 = fmaxf(max2, fabsf(s2[j]));
-            }
+    for (int j = 0; j < kPerLane; ++j) {
+        bool counted = VEC || elem_off(lane, j) < len;
+        const float m0 = __fmul_rn(sm.q1[code_of(in.w1, j)], in.a1);
+        const float v0 = TWO ? __fmul_rn(sm.q2[code_of(in.w2, j)], in.a2) : 0.0f;
+        s1[j] = 0.0f;
+        s2[j] = 0.0f;
+        if (counted) update<RULE, DT>(in.p[j], in.g[j], m0, v0, s1[j], s2[j], counted, hp);
+        if (counted) {
+            max1 = fmaxf(max1, fabsf(s1[j]));
+            if (TWO) max2 = fmaxf(max2, fabsf(s2[j]));
         }
-        store8<DT, VEC>(d.param, blk, lane, len, p);
     }
+    store8<DT, VEC>(d.param, blk, lane, len, in.p);
     max1 = stored_absmax(warp_max(max1));
     if (TWO) max2 = stored_absmax(warp_max(max2));
 
-    w1[0] = w1[1] = w2[0] = w2[1] = 0u;
+    uint32_t w1[2] = {0u, 0u}, w2[2] = {0u, 0u};
 #pragma unroll
     for (int j = 0; j < kPerLane; ++j) {
         w1[j >> 2] |= uint32_t(signed_code<TABLE>(tab1, sm.mid1, sm.q1, s1[j], max1)) << (8 * (j & 3));
@@ -245,6 +257,19 @@ __device__ __forceinline__ void optim8_block(const bnbd_optim_tensor& d, int64_t
         d.absmax1[lb] = max1;
         if (TWO) d.absmax2[lb] = max2;
     }
+}
+
+template <int DT, int RULE, bool TABLE, bool VEC>
+__device__ __forceinline__ void optim8_block(const bnbd_optim_tensor& d, int64_t lb, int len, int lane, const OptimSmem& sm,
+                                             const float2* tab1, const float2* tab2, const bnbd_optim_hparams& hp) {
+    constexpr bool TWO = RULE == BNBD_OPTIM_ADAM;
+    constexpr int ES = int(sizeof(typename DType<DT>::T));
+    const int64_t blk = lb * kBlock;
+    BlockIn in;
+    load_block<DT, TWO, VEC>(in, static_cast<const char*>(d.param) + blk * ES, static_cast<const char*>(d.grad) + blk * ES,
+                             static_cast<const uint8_t*>(d.state1) + blk, TWO ? static_cast<const uint8_t*>(d.state2) + blk : nullptr,
+                             d.absmax1 + lb, TWO ? d.absmax2 + lb : nullptr, lane, len);
+    process_block<DT, RULE, TABLE, VEC>(in, d, lb, len, lane, sm, tab1, tab2, hp);
 }
 
 __device__ __forceinline__ int64_t blocks_of(int64_t numel) { return (numel + kBlock - 1) / kBlock; }

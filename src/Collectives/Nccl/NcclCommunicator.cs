@@ -31,6 +31,7 @@ public sealed class NcclCommunicator : ICommunicator
     private readonly IntPtr stream;
     private readonly NcclWatchdog watchdog;
     private readonly Tensor barrierToken;
+    private readonly IntPtr before; // records the default stream's position; re-recorded for every collective
     private IntPtr comm;
     private string? abortReason;
     private bool disposed;
@@ -45,6 +46,7 @@ public sealed class NcclCommunicator : ICommunicator
         this.options = options;
         Device = new Device(DeviceType.CUDA, deviceIndex);
         barrierToken = ones(1, ScalarType.Int32, Device);
+        CudaRuntime.Check(CudaRuntime.cudaEventCreateWithFlags(out before, CudaRuntime.EventDisableTiming), "cudaEventCreateWithFlags");
         watchdog = new NcclWatchdog(deviceIndex, options.Timeout, AsyncError, reason => Abort(reason), $"bnbdist-nccl-watchdog-rank{rank}");
     }
 
@@ -129,7 +131,8 @@ public sealed class NcclCommunicator : ICommunicator
         CheckAvg(tensor, op);
         var dt = NcclNative.DataType(tensor.dtype, nameof(tensor));
         var p = TensorMemory.DataPointer(tensor);
-        return Enqueue("all_reduce", tensor.numel(), (c, s) => NcclNative.ncclAllReduce(p, p, (nuint)tensor.numel(), dt, NcclNative.Op(op), c, s));
+        var nop = NcclOp(op);
+        return Enqueue("all_reduce", tensor.numel(), (c, s) => NcclNative.ncclAllReduce(p, p, (nuint)tensor.numel(), dt, nop, c, s));
     }
 
     /// <inheritdoc/>
@@ -187,7 +190,8 @@ public sealed class NcclCommunicator : ICommunicator
         var dt = NcclNative.DataType(input.dtype, nameof(input));
         var send = TensorMemory.DataPointer(input);
         var recv = TensorMemory.DataPointer(output);
-        return Enqueue("reduce_scatter", output.numel(), (c, s) => NcclNative.ncclReduceScatter(send, recv, (nuint)output.numel(), dt, NcclNative.Op(op), c, s));
+        var nop = NcclOp(op);
+        return Enqueue("reduce_scatter", output.numel(), (c, s) => NcclNative.ncclReduceScatter(send, recv, (nuint)output.numel(), dt, nop, c, s));
     }
 
     /// <inheritdoc/>
@@ -310,6 +314,7 @@ public sealed class NcclCommunicator : ICommunicator
         }
 
         barrierToken.Dispose();
+        _ = CudaRuntime.cudaEventDestroy(before);
         _ = CudaRuntime.cudaStreamDestroy(stream);
     }
 
@@ -390,6 +395,10 @@ public sealed class NcclCommunicator : ICommunicator
 
     private static void Wait(Task task) => task.GetAwaiter().GetResult();
 
+    // One rank: the average is the sum (NCCL 2.28's single-rank reduce-scatter with ncclAvg left the last element of an
+    // odd-length output unwritten on an H100; the sum is exact and the same value).
+    private int NcclOp(ReduceOp op) => op == ReduceOp.Avg && WorldSize == 1 ? NcclNative.OpSum : NcclNative.Op(op);
+
     private int AsyncError()
     {
         lock (sync)
@@ -425,17 +434,8 @@ public sealed class NcclCommunicator : ICommunicator
             }
 
             CudaRuntime.Check(CudaRuntime.cudaSetDevice(DeviceIndex), "cudaSetDevice");
-            CudaRuntime.Check(CudaRuntime.cudaEventCreateWithFlags(out var before, CudaRuntime.EventDisableTiming), "cudaEventCreateWithFlags");
-            try
-            {
-                CudaRuntime.Check(CudaRuntime.cudaEventRecord(before, IntPtr.Zero), "cudaEventRecord");
-                CudaRuntime.Check(CudaRuntime.cudaStreamWaitEvent(stream, before, 0), "cudaStreamWaitEvent");
-            }
-            finally
-            {
-                _ = CudaRuntime.cudaEventDestroy(before);
-            }
-
+            CudaRuntime.Check(CudaRuntime.cudaEventRecord(before, IntPtr.Zero), "cudaEventRecord");
+            CudaRuntime.Check(CudaRuntime.cudaStreamWaitEvent(stream, before, 0), "cudaStreamWaitEvent");
             var rc = call(comm, stream);
             if (rc != NcclNative.Success)
             {
@@ -443,7 +443,7 @@ public sealed class NcclCommunicator : ICommunicator
                 return Task.FromException(rc is 4 or 5 ? new ArgumentException(message) : new CollectiveException(message));
             }
 
-            CudaRuntime.Check(CudaRuntime.cudaEventCreateWithFlags(out var after, CudaRuntime.EventDisableTiming), "cudaEventCreateWithFlags");
+            var after = watchdog.RentEvent();
             CudaRuntime.Check(CudaRuntime.cudaEventRecord(after, stream), "cudaEventRecord");
             CudaRuntime.Check(CudaRuntime.cudaStreamWaitEvent(IntPtr.Zero, after, 0), "cudaStreamWaitEvent");
             return watchdog.Track($"rank {Rank}: {op}", after, null);

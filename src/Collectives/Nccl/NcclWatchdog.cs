@@ -12,6 +12,7 @@ namespace BnbDist.Collectives.Nccl;
 internal sealed class NcclWatchdog : IDisposable
 {
     private readonly Queue<InFlight> pending = new();
+    private readonly System.Collections.Concurrent.ConcurrentBag<IntPtr> events = [];
     private readonly Thread thread;
     private readonly int device;
     private readonly TimeSpan timeout;
@@ -46,9 +47,21 @@ internal sealed class NcclWatchdog : IDisposable
         }
     }
 
+    /// <summary>A completion event from the pool (creating one costs microseconds per collective otherwise).</summary>
+    public IntPtr RentEvent()
+    {
+        if (events.TryTake(out var e))
+        {
+            return e;
+        }
+
+        CudaRuntime.Check(CudaRuntime.cudaEventCreateWithFlags(out e, CudaRuntime.EventDisableTiming), "cudaEventCreateWithFlags");
+        return e;
+    }
+
     /// <summary>Starts watching <paramref name="done"/> (an event recorded after the collective); the task completes with it.</summary>
     /// <param name="op">Name for messages.</param>
-    /// <param name="done">cudaEvent_t recorded after the collective; destroyed by the watchdog.</param>
+    /// <param name="done">Event from <see cref="RentEvent"/> recorded after the collective; the watchdog takes it back.</param>
     /// <param name="keepAlive">Temporaries the collective uses, disposed when it has finished.</param>
     public Task Track(string op, IntPtr done, IDisposable? keepAlive)
     {
@@ -92,6 +105,10 @@ internal sealed class NcclWatchdog : IDisposable
         }
 
         FailAll("the communicator was disposed while this collective was in flight.");
+        while (events.TryTake(out var e))
+        {
+            _ = CudaRuntime.cudaEventDestroy(e);
+        }
     }
 
     private void Run()
@@ -126,6 +143,7 @@ internal sealed class NcclWatchdog : IDisposable
                     }
                 }
 
+                events.Add(head.Event); // complete: safe to re-record
                 Finish(head, null);
             }
             else
@@ -192,9 +210,14 @@ internal sealed class NcclWatchdog : IDisposable
         }
     }
 
+    // Failed work's events are destroyed, not pooled: after an abort they may never complete.
     private static void Finish(InFlight w, Exception? error)
     {
-        _ = CudaRuntime.cudaEventDestroy(w.Event);
+        if (error is not null)
+        {
+            _ = CudaRuntime.cudaEventDestroy(w.Event);
+        }
+
         w.KeepAlive?.Dispose();
         if (error is null)
         {

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using BnbDist.Backends.Interop;
 using TorchSharp;
@@ -52,6 +53,11 @@ internal static unsafe class CudaOptimKernels
 {
     /// <summary>Elements per state block.</summary>
     public const int BlockSize = 256;
+
+    // What validation and the descriptors need of a tensor, read once per tensor object: every property read is a
+    // P/Invoke into libtorch, and a 200-tensor group would otherwise spend about a millisecond of host time per step
+    // on them. A TorchSharp tensor object never changes device, dtype, shape or storage (moves make new objects).
+    private static readonly ConditionalWeakTable<Tensor, Facts> Known = [];
 
     /// <summary>Whether the kernel library is loaded.</summary>
     public static bool IsAvailable => KernelLibrary.IsAvailable;
@@ -124,7 +130,7 @@ internal static unsafe class CudaOptimKernels
     private static void Launch(IReadOnlyList<CudaOptimTensor> tensors, Device device, LaunchFn launch, string op)
     {
         CudaRuntime.SetDevice(device.index < 0 ? 0 : device.index);
-        foreach (var group in tensors.Where(t => t.Param.numel() > 0).GroupBy(t => (t.Param.dtype, t.Hyper)))
+        foreach (var group in tensors.Where(t => Of(t.Param).Numel > 0).GroupBy(t => (Of(t.Param).DType, t.Hyper)))
         {
             var list = group.ToList();
             var descriptors = new Descriptor[list.Count];
@@ -134,13 +140,13 @@ internal static unsafe class CudaOptimKernels
                 var t = list[i];
                 descriptors[i] = new Descriptor
                 {
-                    Param = TensorMemory.DataPointer(t.Param),
-                    Grad = TensorMemory.DataPointer(t.Grad),
-                    State1 = TensorMemory.DataPointer(t.State1),
-                    State2 = t.State2 is null ? 0 : TensorMemory.DataPointer(t.State2),
-                    Absmax1 = t.Absmax1 is null ? 0 : TensorMemory.DataPointer(t.Absmax1),
-                    Absmax2 = t.Absmax2 is null ? 0 : TensorMemory.DataPointer(t.Absmax2),
-                    Numel = t.Param.numel(),
+                    Param = Of(t.Param).Data,
+                    Grad = Of(t.Grad).Data,
+                    State1 = Of(t.State1).Data,
+                    State2 = t.State2 is null ? 0 : Of(t.State2).Data,
+                    Absmax1 = t.Absmax1 is null ? 0 : Of(t.Absmax1).Data,
+                    Absmax2 = t.Absmax2 is null ? 0 : Of(t.Absmax2).Data,
+                    Numel = Of(t.Param).Numel,
                     BlockOffset = blocks,
                 };
                 blocks += (descriptors[i].Numel + BlockSize - 1) / BlockSize;
@@ -154,7 +160,7 @@ internal static unsafe class CudaOptimKernels
                     (nuint)(descriptors.Length * sizeof(Descriptor)), CudaRuntime.MemcpyHostToDevice, 0), "cudaMemcpyAsync (optimizer descriptors)");
             }
 
-            KernelLibrary.Check(launch(DType(group.Key.dtype), (Descriptor*)TensorMemory.DataPointer(onDevice), list.Count, blocks, &hp), op);
+            KernelLibrary.Check(launch(DType(group.Key.DType), (Descriptor*)TensorMemory.DataPointer(onDevice), list.Count, blocks, &hp), op);
         }
 
         GC.KeepAlive(tensors);
@@ -172,15 +178,17 @@ internal static unsafe class CudaOptimKernels
         for (var i = 0; i < tensors.Count; i++)
         {
             var t = tensors[i] ?? throw new ArgumentException($"tensors[{i}] is null.", nameof(tensors));
-            var n = t.Param.numel();
+            ArgumentNullException.ThrowIfNull(t.Param, $"tensors[{i}].Param");
+            var param = Of(t.Param);
+            var n = param.Numel;
             device ??= t.Param.device;
             Check(t.Param, $"tensors[{i}].Param", device, n, null);
-            if (t.Param.dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
+            if (param.DType is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
             {
-                throw new ArgumentException($"tensors[{i}].Param must be float32, bfloat16 or float16; got {t.Param.dtype}.", nameof(tensors));
+                throw new ArgumentException($"tensors[{i}].Param must be float32, bfloat16 or float16; got {param.DType}.", nameof(tensors));
             }
 
-            Check(t.Grad, $"tensors[{i}].Grad", device, n, t.Param.dtype);
+            Check(t.Grad, $"tensors[{i}].Grad", device, n, param.DType);
             var stateType = eightBit ? ScalarType.Byte : ScalarType.Float32;
             Check(t.State1, $"tensors[{i}].State1", device, n, stateType);
             var blocks = (n + BlockSize - 1) / BlockSize;
@@ -218,26 +226,30 @@ internal static unsafe class CudaOptimKernels
     private static void Check(Tensor t, string name, Device device, long numel, ScalarType? dtype)
     {
         ArgumentNullException.ThrowIfNull(t, name);
-        if (t.device_type != DeviceType.CUDA || t.device.index != device.index || device.type != DeviceType.CUDA)
+        var f = Of(t);
+        if (f.Type != DeviceType.CUDA || f.Index != device.index || device.type != DeviceType.CUDA)
         {
             throw new ArgumentException($"{name} is on {t.device}; every tensor of a CUDA optimizer step must be on one CUDA device ({device}).", name);
         }
 
-        if (dtype is { } d && t.dtype != d)
+        if (dtype is { } d && f.DType != d)
         {
-            throw new ArgumentException($"{name} must be {d}; got {t.dtype}.", name);
+            throw new ArgumentException($"{name} must be {d}; got {f.DType}.", name);
         }
 
-        if (t.numel() != numel)
+        if (f.Numel != numel)
         {
-            throw new ArgumentException($"{name} must have {numel} elements; got {t.numel()}.", name);
+            throw new ArgumentException($"{name} must have {numel} elements; got {f.Numel}.", name);
         }
 
-        if (!t.is_contiguous())
+        if (!f.Contiguous)
         {
             throw new ArgumentException($"{name} must be contiguous.", name);
         }
     }
+
+    private static Facts Of(Tensor t) => Known.GetValue(t, static x => new Facts(x.numel(), x.dtype, x.device_type, x.device_index,
+        x.is_contiguous(), x.device_type == DeviceType.CUDA ? TensorMemory.DataPointer(x) : 0));
 
     private static void CheckQmap(Tensor q, Device device, string name) => Check(q, name, device, 256, ScalarType.Float32);
 
@@ -249,6 +261,8 @@ internal static unsafe class CudaOptimKernels
     };
 
     private static nint Export(string name) => NativeLibrary.GetExport(KernelLibrary.Handle, name);
+
+    private sealed record Facts(long Numel, ScalarType DType, DeviceType Type, int Index, bool Contiguous, nint Data);
 
     /// <summary>bnbd_optim_tensor (64 bytes).</summary>
     [StructLayout(LayoutKind.Sequential)]
