@@ -1,5 +1,5 @@
-using BnbDist.Tests;
 using BnbDist.Collectives.Cpu;
+using BnbDist.Tests;
 using static TorchSharp.torch;
 
 namespace BnbDist.Collectives.Tests.Cpu;
