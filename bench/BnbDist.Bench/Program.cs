@@ -13,10 +13,10 @@ var repeatsOpt = new Option<int?>("--repeats") { Description = "Timed repetition
 var warmupOpt = new Option<int>("--warmup") { Description = "Untimed warm-up runs.", DefaultValueFactory = _ => 3 };
 var elementsOpt = new Option<long>("--elements") { Description = "Elements of the 8-bit blockwise cases.", DefaultValueFactory = _ => 268435456 };
 var sideOpt = new Option<long>("--side") { Description = "Side of the square 4-bit matrix.", DefaultValueFactory = _ => 8192 };
-var suiteOpt = new Option<string>("--suite") { Description = "quant (kernels against copy bandwidth) or checkpoint (sharded checkpoints against the raw disk).", DefaultValueFactory = _ => "quant" };
+var suiteOpt = new Option<string>("--suite") { Description = "all (quant and optim), quant (kernels against copy bandwidth), optim (optimizer steps, CUDA only) or checkpoint (sharded checkpoints against the raw disk).", DefaultValueFactory = _ => "all" };
 var checkpointGbOpt = new Option<double>("--checkpoint-gb") { Description = "Checkpoint size of the checkpoint suite, GB.", DefaultValueFactory = _ => 4.0 };
 var checkpointDirOpt = new Option<string>("--checkpoint-dir") { Description = "Scratch folder of the checkpoint suite (on the disk to measure; deleted after).", DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), "bnbdist-ckpt-bench") };
-var root = new RootCommand("BnbDist benchmarks: quantization kernels against the device's copy bandwidth; sharded checkpoints against the disk.")
+var root = new RootCommand("BnbDist benchmarks: quantization kernels and optimizer steps against the device's copy bandwidth; sharded checkpoints against the disk.")
 {
     deviceOpt, outOpt, repeatsOpt, warmupOpt, elementsOpt, sideOpt, suiteOpt, checkpointGbOpt, checkpointDirOpt,
 };
@@ -56,20 +56,45 @@ root.SetAction(r =>
 
     var results = new List<BenchResult>();
     var table = new Table().AddColumns("name", "median ms", "GB/s", "% of copy", "min ms", "max ms");
-    foreach (var res in new QuantizationBench(device, timing, r.GetValue(elementsOpt), r.GetValue(sideOpt)).Run())
+    var suite = r.GetValue(suiteOpt)!;
+    var optimizers = new OptimizerBench(device, timing);
+    var rows = suite switch
+    {
+        "quant" => new QuantizationBench(device, timing, r.GetValue(elementsOpt), r.GetValue(sideOpt)).Run(),
+        "optim" => optimizers.Run(),
+        _ => new QuantizationBench(device, timing, r.GetValue(elementsOpt), r.GetValue(sideOpt)).Run().Concat(optimizers.Run()),
+    };
+    foreach (var res in rows)
     {
         results.Add(res);
         table.AddRow(res.Name, $"{res.MedianMs:F4}", $"{res.GBps:F1}", $"{100 * res.GBps / copy:F1}", $"{res.MinMs:F4}", $"{res.MaxMs:F4}");
     }
 
     AnsiConsole.Write(table);
-    ResultsFile.Write(outPath, deviceName, copy, results, new Dictionary<string, string>
+    var extra = new Dictionary<string, string>
     {
         ["command"] = $"dotnet bnbdist-bench.dll {string.Join(' ', args)}",
-    });
+    };
+    if (optimizers.StateBytes.Count > 0)
+    {
+        extra["state_bytes_per_param"] = string.Join(", ", optimizers.StateBytes.Select(kv => $"{kv.Key} {kv.Value}"));
+    }
+
+    ResultsFile.Write(outPath, deviceName, copy, results, extra);
     AnsiConsole.MarkupLine($"wrote {Markup.Escape(outPath)}");
     return 0;
 });
+var ncclOutOpt = new Option<string>("--out") { Description = "JSON written by rank 0.", DefaultValueFactory = _ => "nccl-bnbdist.json" };
+var ncclMinOpt = new Option<long>("--min-bytes") { Description = "Smallest size.", DefaultValueFactory = _ => 1L << 20 };
+var ncclMaxOpt = new Option<long>("--max-bytes") { Description = "Largest size (sizes double from the smallest).", DefaultValueFactory = _ => 1L << 30 };
+var ncclItersOpt = new Option<int>("--iters") { Description = "Collectives per timed run.", DefaultValueFactory = _ => 20 };
+var ncclRepsOpt = new Option<int>("--reps") { Description = "Timed runs (the median is reported).", DefaultValueFactory = _ => 5 };
+var ncclCmd = new Command("nccl", "Bus bandwidth of the NCCL collectives; run under bnbrun, one process per GPU.")
+{
+    ncclOutOpt, ncclMinOpt, ncclMaxOpt, ncclItersOpt, ncclRepsOpt,
+};
+ncclCmd.SetAction(r => NcclBench.Run(r.GetValue(ncclOutOpt)!, r.GetValue(ncclMinOpt), r.GetValue(ncclMaxOpt), r.GetValue(ncclItersOpt), r.GetValue(ncclRepsOpt)));
+root.Subcommands.Add(ncclCmd);
 return root.Parse(args).Invoke();
 
 static string DefaultPath(torch.Device device, string deviceName)

@@ -1,7 +1,11 @@
 using System.Globalization;
 using System.Text.Json;
 using BnbDist.Collectives.Cpu;
+using BnbDist.Collectives.Nccl;
 using BnbDist.Collectives.Store;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using TorchSharp;
 
 namespace BnbDist.Collectives;
 
@@ -110,13 +114,53 @@ public sealed record DistributedEnvironment
         return common;
     }
 
+    /// <summary>Where the backend choice is logged (which backend and why); set it once at start-up (defaults to no logging).</summary>
+    public static ILogger Logger { get; set; } = NullLogger.Instance;
+
     /// <summary>
-    /// Connects to the store and joins the process group (CPU backend; NCCL for CUDA tensors arrives with its backend).
-    /// The store prefix includes the run id and restart count, so a restarted group never reads stale addresses.
+    /// The backend <see cref="InitProcessGroup"/> uses, and why: <c>cpu</c> or <c>nccl</c> when requested
+    /// (<c>bnbrun --backend</c>, i.e. BNBDIST_BACKEND); for <c>auto</c>, NCCL when libtorch sees at least one GPU per
+    /// local rank and libnccl loads, otherwise the CPU backend.
+    /// </summary>
+    /// <exception cref="ArgumentException">BNBDIST_BACKEND is not auto, cpu or nccl.</exception>
+    public (string Backend, string Reason) ChooseBackend()
+    {
+        switch (Backend.ToLowerInvariant())
+        {
+            case "cpu":
+                return ("cpu", "requested (--backend cpu)");
+            case "nccl":
+                return ("nccl", "requested (--backend nccl)");
+            case "auto":
+                var gpus = torch.cuda.is_available() ? torch.cuda.device_count() : 0;
+                if (gpus == 0)
+                {
+                    return ("cpu", "auto: libtorch sees no CUDA device");
+                }
+
+                if (gpus < LocalWorldSize)
+                {
+                    return ("cpu", $"auto: {LocalWorldSize} local ranks but {gpus} GPU(s), and NCCL needs one GPU per rank");
+                }
+
+                return NcclLibrary.IsAvailable
+                    ? ("nccl", $"auto: {gpus} GPU(s) and NCCL {NcclLibrary.FormatVersion(NcclLibrary.Version)} ({NcclLibrary.LoadedPath})")
+                    : ("cpu", $"auto: GPUs present but NCCL is unavailable: {NcclLibrary.LoadError}");
+            default:
+                throw new ArgumentException($"BNBDIST_BACKEND (bnbrun --backend) must be auto, cpu or nccl; got '{Backend}'.", nameof(Backend));
+        }
+    }
+
+    /// <summary>
+    /// Connects to the store and joins the process group with the backend <see cref="ChooseBackend"/> picks (NCCL on
+    /// GPU LOCAL_RANK, or the CPU backend over TCP), logging the choice. The store prefix includes the run id and
+    /// restart count, so a restarted group never reads stale keys.
     /// </summary>
     public (TcpStoreClient Store, ICommunicator Communicator) InitProcessGroup(TimeSpan? timeout = null)
     {
         var t = timeout ?? TimeSpan.FromMinutes(5);
+        var (backend, reason) = ChooseBackend();
+        Logger.LogInformation("rank {Rank}: process group backend {Backend} ({Reason})", Rank, backend, reason);
         var store = TcpStoreClient.Connect(MasterAddr, MasterPort, new StoreOptions
         {
             Token = StoreOptions.TokenFromEnvironment(),
@@ -125,6 +169,15 @@ public sealed record DistributedEnvironment
         });
         try
         {
+            if (backend == "nccl")
+            {
+                return (store, NcclCommunicator.Create(store, Rank, WorldSize, LocalRank, new NcclOptions
+                {
+                    Timeout = t,
+                    StorePrefix = $"bnbdist/{RunId}/{RestartCount}/nccl",
+                }));
+            }
+
             // Several nodes: listen on every interface and advertise the address this host uses to reach node 0.
             var multiNode = WorldSize > LocalWorldSize;
             var comm = TcpCommunicator.Create(store, Rank, WorldSize, new CommunicatorOptions

@@ -64,11 +64,11 @@ public class QLoraJobTests
     public void TwoNodesReachTheLossesOfOneNodeWithTwoRanks()
     {
         var single = Directory.CreateTempSubdirectory("bnbdist-qlora-").FullName;
-        Run([.. Common(single, 4), "--sample-tokens", "0"]);
+        Run(Common(single, 4));
         using var net = NetNsPair.Create();
         var across = Directory.CreateTempSubdirectory("bnbdist-qlora-nodes-").FullName;
         string[] Node(int rank) => ["--nnodes", "2", "--node-rank", rank.ToString(CultureInfo.InvariantCulture), "--nproc", "1",
-            "--master-addr", net.Ip0, "--master-port", "29500", Job, .. Common(across, 4), "--sample-tokens", "0"];
+            "--master-addr", net.Ip0, "--master-port", "29500", Job, .. Common(across, 4)];
         using var node0 = net.Start(0, Node(0));
         using var node1 = net.Start(1, Node(1));
         Assert.True(node0.Process.WaitForExit(TimeSpan.FromMinutes(3)) && node1.Process.WaitForExit(TimeSpan.FromMinutes(3)), node0.Output + node1.Output);

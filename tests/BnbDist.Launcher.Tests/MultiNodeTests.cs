@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using BnbDist.Tests;
 
 namespace BnbDist.Launcher.Tests;

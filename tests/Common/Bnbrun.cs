@@ -43,9 +43,17 @@ internal static partial class Bnbrun
 
     public static void Sigterm(int pid) => _ = Kill(pid, 15);
 
+    public static string CheckWorker => Built("tests/Workers/CollectiveCheckWorker", "CollectiveCheckWorker.dll");
+
     /// <summary>The path of <paramref name="file"/> as built from <paramref name="project"/> (a repo-relative folder) in this configuration.</summary>
     public static string Built(string project, string file)
     {
+        // A packed GPU run (bench/gpu/pack.sh) puts every assembly in one folder beside the tests.
+        if (File.Exists(Path.Combine(AppContext.BaseDirectory, file)))
+        {
+            return Path.Combine(AppContext.BaseDirectory, file);
+        }
+
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
         {
             var candidate = Path.Combine(dir.FullName, project, "bin", Configuration, "net10.0", file);

@@ -53,7 +53,8 @@ enum { BNBD_FP4 = 0, BNBD_NF4 = 1 };
 enum { BNBD_ERR_INVALID_ARGUMENT = 100001 };
 
 /// ABI version of this header; the C# side refuses a library with another version.
-#define BNBD_ABI_VERSION 1
+/// 2: added the optimizer updates (bnbd_optimizer_8bit_blockwise, bnbd_optimizer_32bit).
+#define BNBD_ABI_VERSION 2
 BNBD_API int bnbd_abi_version(void);
 
 /// Text for a return code (cudaGetErrorString for CUDA codes). Never NULL.
@@ -97,6 +98,80 @@ BNBD_API int bnbd_mean_f32(const float* x, int64_t n, float* out, void* workspac
 /// absmax 0 gives q = 0.
 BNBD_API int bnbd_int8_vectorwise_quant(int dtype, const void* A, int8_t* out, float* row_stats, int64_t rows,
                                         int64_t cols, float threshold, void* stream);
+
+// ---------------------------------------------------------------------------------------------------------
+// Optimizer updates (bitsandbytes' 8-bit blockwise optimizers and their 32-bit forms), many tensors per launch.
+//
+// Numerical contract: exactly the C# CPU kernels of src/Optim8bit/Kernels (Adam8bitBlockwise, OneState8bitBlockwise,
+// TwoState32bit, OneState32bit, StateQuantizer, ParamRounding), element by element; fma() is a single-rounding fused
+// multiply-add, every other operation rounds once (RN), a * b * c means (a * b) * c, and R(x) rounds x to the
+// parameter's dtype (RN; identity for f32) and widens it back, where bitsandbytes stores an intermediate in the
+// parameter type. Parameters and gradients are upcast exactly. State blocks are 256 elements (block b covers
+// elements [256b, min(n, 256b + 256))). Per element of the 8-bit rules, with m0 = qmap1[s1] * absmax1[b] (and
+// v0 = qmap2[s2] * absmax2[b]):
+//   ADAM:     a non-finite g sets m = v = 0, leaves p alone and is left out of the block maxima; otherwise
+//             m = fma(m0, beta1, (1 - beta1) * g); v = fma(v0, beta2, (1 - beta2) * g * g);
+//             p = R(fma(step_size, m / fma(correction2, eps, sqrt(v)), p)); then p = R(p * decay) if weight_decay > 0.
+//   MOMENTUM: if weight_decay > 0: g = fma(weight_decay, p, g); s = step == 1 ? g : fma(m0, beta1, g);
+//             p = R(fma(-lr, s, p)).
+//   LION:     if weight_decay > 0: p = R(p * decay); u = R(lr * sgn(fma(m0, beta1, (1 - beta1) * g)));
+//             s = fma(m0, beta2, (1 - beta2) * g); p = R(p - u)   (sgn: -1, 0, +1; 0 for NaN).
+//   RMSPROP:  r = g; if weight_decay > 0: g = fma(weight_decay, p, g); s = fma(m0, beta1, (1 - beta1) * (g * g));
+//             p = R(fma(-lr, r / (sqrt(s) + eps), p)).
+// Block maxima: M = fmaxf over |state| of the counted elements (NaN ignored; 0 for none), stored as FLT_MAX if it
+// is +inf, and written over the old absmax. Requantization: mid[j] = (qmap[j] + qmap[j+1]) * 0.5f;
+// code(x) = #{j : mid[j] <= x} (ties go up; NaN -> 0). State 1: c = code(s / M1); if signbit(qmap1[c]) != signbit(s),
+// c += (s > 0 ? 1 : -1), modulo 256. State 2 (Adam): c = code(v / M2). (A NaN state has the sign of the platform's
+// NaN, positive on the GPU and often negative on x86, so its code may differ from the CPU kernels'.)
+// 32-bit states (bnbd_optimizer_32bit), f32 s (and v):
+//   ADAM:     m = fma(m, beta1, (1 - beta1) * g); v = fma(v, beta2, (1 - beta2) * g * g);
+//             p = R(fma(step_size, m / fma(eps, correction2, sqrt(v)), p)); then R(p * decay) if weight_decay > 0.
+//   others:   if weight_decay > 0 and not LION: g = R(fma(p, weight_decay, g)); then
+//             MOMENTUM: s = step == 1 ? g : fma(s, beta1, g); p = R(p + (-lr * s)).
+//             LION:     p = R(fma(p, decay, -lr * sgn(fma(s, beta1, (1 - beta1) * g)))); s = fma(s, beta2, (1 - beta2) * g).
+//             RMSPROP:  s = fma(s, beta1, (1 - beta1) * g * g); p = R(p - lr * (g / (sqrt(s) + eps))).
+// The caller computes the step-dependent scalars on the host exactly as the CPU kernels do:
+// correction2 = sqrt(1 - beta2^step), step_size = -lr * correction2 / (1 - beta1^step), decay = fma(-lr, weight_decay, 1).
+
+enum { BNBD_OPTIM_ADAM = 0, BNBD_OPTIM_MOMENTUM = 1, BNBD_OPTIM_LION = 2, BNBD_OPTIM_RMSPROP = 3 };
+
+/// One tensor of a multi-tensor optimizer launch (64 bytes; an array of these lives in device memory).
+typedef struct bnbd_optim_tensor {
+    void* param;           /* numel elements of the launch's dtype, updated in place */
+    const void* grad;      /* numel elements of the same dtype */
+    void* state1;          /* 8-bit: numel uint8 codes; 32-bit: numel f32 */
+    void* state2;          /* likewise for the second state; NULL for 1-state rules */
+    float* absmax1;        /* 8-bit: ceil(numel / 256) f32; NULL for 32-bit */
+    float* absmax2;        /* 8-bit Adam only, else NULL */
+    int64_t numel;         /* >= 1 */
+    int64_t block_offset;  /* sum of ceil(numel_k / 256) over the tensors k before this one */
+} bnbd_optim_tensor;
+
+/// Hyperparameters of one step (host struct, passed by pointer and copied into the launch).
+typedef struct bnbd_optim_hparams {
+    float beta1;         /* Adam beta1; momentum; Lion beta1; RMSprop alpha */
+    float beta2;         /* Adam beta2; Lion beta2 */
+    float eps;
+    float lr;
+    float weight_decay;
+    float step_size;     /* Adam: -lr * correction2 / (1 - beta1^step) */
+    float correction2;   /* Adam: sqrt(1 - beta2^step) */
+    float decay;         /* fma(-lr, weight_decay, 1) */
+    int32_t step;        /* 1 for the first step */
+    int32_t reserved;    /* 0 */
+} bnbd_optim_hparams;
+
+/// One step of an 8-bit blockwise optimizer over num_tensors tensors of one dtype in one launch. tensors: device
+/// array in block_offset order; total_blocks = the last tensor's block_offset + ceil(numel / 256). qmap1: the signed
+/// dynamic map (256 ascending f32, device); qmap2: the unsigned one (Adam) or NULL.
+BNBD_API int bnbd_optimizer_8bit_blockwise(int rule, int dtype, const bnbd_optim_tensor* tensors, int num_tensors,
+                                           int64_t total_blocks, const float* qmap1, const float* qmap2,
+                                           const bnbd_optim_hparams* hp, void* stream);
+
+/// One step of a 32-bit optimizer over num_tensors tensors (state1 = f32 first state, state2 = f32 second state for
+/// Adam or NULL; absmax unused).
+BNBD_API int bnbd_optimizer_32bit(int rule, int dtype, const bnbd_optim_tensor* tensors, int num_tensors,
+                                  int64_t total_blocks, const bnbd_optim_hparams* hp, void* stream);
 
 #ifdef __cplusplus
 }

@@ -30,6 +30,8 @@ __device__ __forceinline__ float prev_float(float m) {
 // =========================================================================================================
 // 8-bit: idx = #{j : xn > mid[j]}, except on xn == mid[j] (lowest such j) idx = the even one of j, j+1;
 // NaN -> 0. mid[j] = RN(RN(code[j] + code[j+1]) * 0.5), j = 0..254, non-decreasing for an ascending code.
+// The optimizers' requantization (UP = true, src/optim8bit.cu) uses the other tie rule: idx = #{j : mid[j] <= xn}
+// (an exact midpoint goes to the upper code), NaN -> 0. Every search below takes the rule as a template flag.
 
 // mid[0..254] from code; mid[255] = +inf (never read by the searches below as a candidate).
 __device__ __forceinline__ void q8_compute_mids(float* s_mid, const float* __restrict__ code) {
@@ -73,11 +75,38 @@ __device__ __forceinline__ int q8_count_le(const float* s_mid, float v) {
     return lo;
 }
 
+// first j in [lo, hi) with mid[j] > v (or hi) == lo + #{j in [lo, hi) : mid[j] <= v}
+__device__ __forceinline__ int q8_upper_bound(const float* s_mid, int lo, int hi, float v) {
+    int count = hi - lo;
+    while (count > 0) {
+        int step = count >> 1;
+        int it = lo + step;
+        if (!(s_mid[it] > v)) {
+            lo = it + 1;
+            count -= step + 1;
+        } else {
+            count = step;
+        }
+    }
+    return lo;
+}
+
 // Exact search restricted to the candidate range [lo, hi): every mid below lo is < xn, every mid from hi on
 // is > xn, and any mid equal to xn lies in [lo, hi). With lo = 0, hi = 255 this is the plain full search.
+template <bool UP = false>
 __device__ __forceinline__ int q8_search_range(const float* s_mid, int lo, int hi, float xn) {
+    if (UP) return q8_upper_bound(s_mid, lo, hi, xn);
     int c = q8_lower_bound(s_mid, lo, hi, xn);
     if (c < hi && s_mid[c] == xn) c += c & 1;  // exact midpoint (the lowest one): the even of c, c+1
+    return c;
+}
+
+// Plain search with ties up, branch-free: #{j < 255 : mid[j] <= xn} in 8 halving steps (NaN compares false: 0).
+__device__ __forceinline__ int q8_search_plain_up(const float* s_mid, float xn) {
+    int c = 0;
+#pragma unroll
+    for (int s = 128; s >= 1; s >>= 1)
+        if (s_mid[c + s - 1] <= xn) c += s;  // max index read: 254
     return c;
 }
 
@@ -118,6 +147,7 @@ __device__ __forceinline__ float q8_bucket_start(int q) {
     return bits_f(((uint32_t(Q8_EMIN) << Q8_K) + uint32_t(q) - 1u) << (23 - Q8_K));
 }
 
+template <bool UP = false>
 __device__ __forceinline__ void q8_write_entry(float2* s_tab, const float* s_mid, int e, int lo, int hi) {
     float2 ent;
     const int cnt = hi - lo;
@@ -126,11 +156,11 @@ __device__ __forceinline__ void q8_write_entry(float2* s_tab, const float* s_mid
         ent.y = __int_as_float(lo);
     } else {
         const float m = s_mid[lo];
-        const bool odd = (lo & 1) != 0;
-        // odd lo: a tie at j = lo goes up to lo + 1, so the test becomes xn >= m, i.e. xn > prev(m)
-        const bool ok = cnt == 1 && !(odd && __float_as_uint(m) == 0xFF800000u) && !(m != m);
+        // odd lo (or ties up): a tie at j = lo goes up to lo + 1, so the test becomes xn >= m, i.e. xn > prev(m)
+        const bool up = UP || (lo & 1) != 0;
+        const bool ok = cnt == 1 && !(up && __float_as_uint(m) == 0xFF800000u) && !(m != m);
         if (ok) {
-            ent.x = odd ? prev_float(m) : m;
+            ent.x = up ? prev_float(m) : m;
             ent.y = __int_as_float(lo);
         } else {
             ent.x = 0.0f;
@@ -145,6 +175,7 @@ __device__ __forceinline__ void q8_write_entry(float2* s_tab, const float* s_mid
 // Negative bucket q = (-A_{q+1}, -A_q]: lo = #{mid <= -A_{q+1}} (huge: #{mid < -inf}), hi = #{mid <= -A_q}.
 // Half of the threads build each sign; a thread takes a run of consecutive buckets: one binary search for
 // the first boundary, then a walk over the sorted midpoints.
+template <bool UP = false>
 __device__ __forceinline__ void q8_build_table(float2* s_tab, const float* s_mid) {
     const float kInf = __uint_as_float(0x7F800000u);
     const int H = int(blockDim.x) >> 1;
@@ -166,7 +197,7 @@ __device__ __forceinline__ void q8_build_table(float2* s_tab, const float* s_mid
                 while (j < 255 && s_mid[j] < B) ++j;
                 hi = j;
             }
-            q8_write_entry(s_tab, s_mid, q, lo, hi);
+            q8_write_entry<UP>(s_tab, s_mid, q, lo, hi);
         }
     } else {
         int j = q8_count_le(s_mid, -q8_bucket_start(q0));
@@ -180,12 +211,13 @@ __device__ __forceinline__ void q8_build_table(float2* s_tab, const float* s_mid
                 while (j > 0 && s_mid[j - 1] > v) --j;
                 lo = j;
             }
-            q8_write_entry(s_tab, s_mid, Q8_NQ + q, lo, hi);
+            q8_write_entry<UP>(s_tab, s_mid, Q8_NQ + q, lo, hi);
         }
     }
 }
 
 // Exact for every xn (slow entries and NaN included).
+template <bool UP = false>
 __device__ __forceinline__ int q8_search_table(const float2* s_tab, const float* s_mid, float xn) {
     const float2 ent = s_tab[q8_bucket(xn)];
     const int meta = __float_as_int(ent.y);
@@ -193,14 +225,14 @@ __device__ __forceinline__ int q8_search_table(const float2* s_tab, const float*
     if (meta >= 0) {
         c = meta + (xn > ent.x ? 1 : 0);
     } else {
-        c = q8_search_range(s_mid, meta & 0xFF, (meta >> 8) & 0x1FF, xn);
+        c = q8_search_range<UP>(s_mid, meta & 0xFF, (meta >> 8) & 0x1FF, xn);
     }
     return (xn != xn) ? 0 : c;  // NaN -> 0
 }
 
 // N elements at once, branch-free in the common case so that the N table loads are in flight together:
 // if any element hits a slow entry or is NaN, the whole group is redone with the exact q8_search_table.
-template <int N>
+template <int N, bool UP = false>
 __device__ __forceinline__ void q8_search_table_n(const float2* s_tab, const float* s_mid, const float* xn, int* c) {
     float2 ent[N];
 #pragma unroll
@@ -216,7 +248,7 @@ __device__ __forceinline__ void q8_search_table_n(const float2* s_tab, const flo
     }
     if (flags < 0 || nan) {
 #pragma unroll
-        for (int j = 0; j < N; ++j) c[j] = q8_search_table(s_tab, s_mid, xn[j]);
+        for (int j = 0; j < N; ++j) c[j] = q8_search_table<UP>(s_tab, s_mid, xn[j]);
     }
 }
 

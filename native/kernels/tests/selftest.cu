@@ -4,6 +4,7 @@
 //
 // Usage: bnbdist_kernels_selftest [--no-bench] [--bench-only] [--no-exhaustive] [--seed N]
 //                                  [--bench-filter TEXT] [--bench-iters N] [--only GROUPS]
+// GROUPS: api, search, blockwise, dequant8, 4bit, dequant4, mean, int8, pipeline, optim (comma-separated).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -1151,6 +1152,8 @@ static void run_benchmarks() {
     CK(cudaFree(absmax));
 }
 
+#include "selftest_optim.cuh"
+
 int main(int argc, char** argv) {
     bool do_bench = true, tests = true;
     std::string only;  // --only LIST: run the test groups whose name occurs in LIST (e.g. "mean,4bit")
@@ -1198,8 +1201,13 @@ int main(int argc, char** argv) {
         lap("int8_vectorwise_quant");
         if (want("pipeline")) test_double_quant_pipeline(rng);
         lap("double-quant pipeline");
+        if (want("optim")) test_optimizers(rng);
+        lap("optimizers");
     }
-    if (do_bench) run_benchmarks();
+    if (do_bench) {
+        run_benchmarks();
+        run_optim_benchmarks();
+    }
     std::printf("selftest: %d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
 }

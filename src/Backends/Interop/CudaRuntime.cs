@@ -80,6 +80,24 @@ public static partial class CudaRuntime
     internal static partial int cudaEventDestroy(IntPtr evt);
 
     [LibraryImport(CudartName)]
+    internal static partial int cudaEventCreateWithFlags(out IntPtr evt, uint flags);
+
+    [LibraryImport(CudartName)]
+    internal static partial int cudaEventQuery(IntPtr evt);
+
+    [LibraryImport(CudartName)]
+    internal static partial int cudaStreamCreateWithFlags(out IntPtr stream, uint flags);
+
+    [LibraryImport(CudartName)]
+    internal static partial int cudaStreamWaitEvent(IntPtr stream, IntPtr evt, uint flags);
+
+    [LibraryImport(CudartName)]
+    internal static partial int cudaStreamDestroy(IntPtr stream);
+
+    [LibraryImport(CudartName)]
+    internal static partial int cudaGetLastError();
+
+    [LibraryImport(CudartName)]
     internal static partial int cudaMemcpyAsync(IntPtr dst, IntPtr src, nuint count, int kind, IntPtr stream);
 
     [LibraryImport(DriverName)]
@@ -96,6 +114,18 @@ public static partial class CudaRuntime
 
     /// <summary>cudaDevAttrMultiProcessorCount.</summary>
     internal const int AttrMultiProcessorCount = 16;
+
+    /// <summary>cudaEventDisableTiming: events used only for ordering and completion are cheaper without timing.</summary>
+    internal const uint EventDisableTiming = 0x02;
+
+    /// <summary>cudaStreamNonBlocking: a stream that does not synchronize implicitly with the legacy default stream.</summary>
+    internal const uint StreamNonBlocking = 0x01;
+
+    /// <summary>cudaErrorNotReady, returned by cudaEventQuery while the work before the event is still running.</summary>
+    internal const int ErrorNotReady = 600;
+
+    /// <summary>cudaMemcpyHostToDevice.</summary>
+    internal const int MemcpyHostToDevice = 1;
 
     /// <summary>cudaMemcpyDeviceToDevice.</summary>
     internal const int MemcpyDeviceToDevice = 3;

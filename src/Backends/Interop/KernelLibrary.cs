@@ -8,7 +8,7 @@ public static partial class KernelLibrary
     internal const string Name = "bnbdist_kernels";
 
     /// <summary>The ABI version this assembly was written against (BNBD_ABI_VERSION in bnbdist_kernels.h).</summary>
-    public const int AbiVersion = 1;
+    public const int AbiVersion = 2;
 
     /// <summary>File name of the library.</summary>
     public const string FileName = "libbnbdist_kernels.so";

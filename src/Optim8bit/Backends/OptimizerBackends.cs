@@ -7,13 +7,14 @@ using static TorchSharp.torch;
 namespace BnbDist.Optim8bit.Backends;
 
 /// <summary>
-/// Picks the optimizer-step backend for a device (CPU: the C# kernels; any other device: TorchSharp ops until a fused
-/// kernel exists) and checks every tensor before a backend runs. Each choice is logged once.
+/// Picks the optimizer-step backend for a device (CPU: the C# kernels; CUDA: the fused kernels when libbnbdist_kernels
+/// is loaded; otherwise TorchSharp ops) and checks every tensor before a backend runs. Each choice is logged once.
 /// </summary>
 public static class OptimizerBackends
 {
     private static int cpuLogged;
     private static int opsLogged;
+    private static int cudaLogged;
 
     /// <summary>Where backend-selection messages go; set it once at start-up (defaults to no logging).</summary>
     public static ILogger Logger { get; set; } = NullLogger.Instance;
@@ -32,6 +33,16 @@ public static class OptimizerBackends
             }
 
             return CpuStepBackend.Instance;
+        }
+
+        if (device.type == DeviceType.CUDA && Kernels.Cuda.CudaOptimKernels.IsAvailable)
+        {
+            if (Interlocked.Exchange(ref cudaLogged, 1) == 0)
+            {
+                Logger.LogInformation("BnbDist optimizer step for CUDA tensors: {Backend}.", CudaStepBackend.Instance.Name);
+            }
+
+            return CudaStepBackend.Instance;
         }
 
         if (Interlocked.Exchange(ref opsLogged, 1) == 0)
