@@ -18,13 +18,15 @@ for proj in tests/BnbDist.Backends.Tests tests/BnbDist.QuantState.Tests tests/Bn
   # Managed assemblies and runtime configs only; no deps.json, so the host loads what sits in the folder.
   find "$out" -maxdepth 1 -type f \( -name '*.dll' -o -name '*.runtimeconfig.json' \) -exec cp -n {} "$app/" \;
   if [ -f "$out/runtimes/linux-x64/native/libLibTorchSharp.so" ]; then cp "$out/runtimes/linux-x64/native/libLibTorchSharp.so" "$app/"; fi
-  if [ -f "$out/runtimes/linux-x64/native/libSkiaSharp.so" ]; then cp "$out/runtimes/linux-x64/native/libSkiaSharp.so" "$app/"; fi
 done
 # The QLoRA job's inputs (the examples' base model and Jane Austen), when this checkout has them (./qlora.sh made them).
 if [ -d .data/models/sotu-base ] && [ -d .data/janeaustenr ]; then
   rm -rf .gpu/data && mkdir -p .gpu/data/models
   cp -r .data/models/sotu-base .gpu/data/models/ && cp -r .data/janeaustenr .gpu/data/
 fi
-mkdir -p .gpu/golden
-cp "$shared/golden/bitsandbytes/golden.safetensors" .gpu/golden/
+# The golden file (11 MiB) is left out when the QLoRA inputs travel (the carry limit is 64 MiB): PACK_GOLDEN=1 keeps it.
+if [ ! -d .gpu/data ] || [ "${PACK_GOLDEN:-0}" = 1 ]; then
+  mkdir -p .gpu/golden
+  cp "$shared/golden/bitsandbytes/golden.safetensors" .gpu/golden/
+fi
 du -sh .gpu "$app"

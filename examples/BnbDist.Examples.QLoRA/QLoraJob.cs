@@ -83,12 +83,11 @@ public sealed class QLoraJob(QLoraOptions options, ICommunicator comm)
             trainable, root.LocalBytes, root.FullBytes);
         if (leader)
         {
-            if (report.Steps.Count > 0)
-            {
-                Say($"loss curve: {report.PlotLoss()}");
-            }
-
             report.WriteSummary(summary);
+            if (report.Steps.Count > 0 && report.PlotLoss() is { } png)
+            {
+                Say($"loss curve: {png}");
+            }
         }
 
         return summary;

@@ -37,7 +37,21 @@ internal sealed class RunReport(string directory, bool resume)
         File.AppendAllLines(metricsPath, [JsonSerializer.Serialize(m, Json)]);
     }
 
-    public string PlotLoss()
+    /// <summary>Writes loss.png; null (with the reason on stderr) where SkiaSharp (managed or native) cannot load.</summary>
+    public string? PlotLoss()
+    {
+        try
+        {
+            return WritePlot();
+        }
+        catch (Exception ex) when (ex is TypeInitializationException or DllNotFoundException or FileNotFoundException or FileLoadException)
+        {
+            Console.Error.WriteLine($"qlora: no loss.png ({ex.GetBaseException().Message}); metrics.jsonl has the same data.");
+            return null;
+        }
+    }
+
+    private string WritePlot()
     {
         var path = Path.Combine(directory, "loss.png");
         var plot = new Plot();

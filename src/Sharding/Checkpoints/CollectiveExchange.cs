@@ -18,15 +18,16 @@ internal static class CollectiveExchange
         }
 
         using var scope = NewDisposeScope();
-        var lengths = Enumerable.Range(0, comm.WorldSize).Select(_ => empty(1, ScalarType.Int64)).ToList();
-        comm.AllGather(lengths, tensor(new long[] { mine.Length }));
-        var sizes = lengths.Select(l => l.item<long>()).ToArray();
+        var device = DeviceOf(comm);
+        var lengths = Enumerable.Range(0, comm.WorldSize).Select(_ => empty(1, ScalarType.Int64, device)).ToList();
+        comm.AllGather(lengths, tensor(new long[] { mine.Length }).to(device));
+        var sizes = lengths.Select(l => l.cpu().item<long>()).ToArray();
         var max = (int)Math.Max(1, sizes.Max());
         var padded = new byte[max];
         mine.CopyTo(padded, 0);
-        var blobs = Enumerable.Range(0, comm.WorldSize).Select(_ => empty(max, ScalarType.Byte)).ToList();
-        comm.AllGather(blobs, tensor(padded));
-        return [.. blobs.Select((b, r) => b.data<byte>().ToArray()[..(int)sizes[r]])];
+        var blobs = Enumerable.Range(0, comm.WorldSize).Select(_ => empty(max, ScalarType.Byte, device)).ToList();
+        comm.AllGather(blobs, tensor(padded).to(device));
+        return [.. blobs.Select((b, r) => b.cpu().data<byte>().ToArray()[..(int)sizes[r]])];
     }
 
     /// <summary>Every rank's message (empty for none), rank order.</summary>
@@ -42,13 +43,18 @@ internal static class CollectiveExchange
         }
 
         using var scope = NewDisposeScope();
+        var device = DeviceOf(comm);
         var bytes = comm.Rank == 0 ? Encoding.UTF8.GetBytes(text) : [];
-        var length = tensor(new long[] { bytes.Length });
+        var length = tensor(new long[] { bytes.Length }).to(device);
         comm.Broadcast(length, 0);
-        var buffer = comm.Rank == 0 ? tensor(bytes.Length == 0 ? new byte[1] : bytes) : empty(Math.Max(1, length.item<long>()), ScalarType.Byte);
+        var n = length.cpu().item<long>();
+        var buffer = comm.Rank == 0 ? tensor(bytes.Length == 0 ? new byte[1] : bytes).to(device) : empty(Math.Max(1, n), ScalarType.Byte, device);
         comm.Broadcast(buffer, 0);
-        return Encoding.UTF8.GetString(buffer.data<byte>().ToArray(), 0, (int)length.item<long>());
+        return Encoding.UTF8.GetString(buffer.cpu().data<byte>().ToArray(), 0, (int)n);
     }
+
+    /// <summary>Where the communicator wants its tensors: NCCL takes only its GPU's, the TCP backend host memory.</summary>
+    private static Device DeviceOf(ICommunicator comm) => comm is Collectives.Nccl.NcclCommunicator nccl ? nccl.Device : CPU;
 
     /// <summary>One line per rank that reported a problem ("rank R: message"), or empty.</summary>
     public static string Problems(IEnumerable<string> perRank) =>
