@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace BnbDist.Optim8bit.Kernels;
 
 /// <summary>
@@ -25,6 +27,7 @@ internal static class Adam8bitBlockwise
         Step<Float32Rounding>(param, grad, state1, state2, absmax1, absmax2, qmap1, qmap2, beta1, beta2, eps, lr, weightDecay, step);
 
     /// <summary>Applies one step in place; <typeparamref name="TRound"/> rounds to the parameter's dtype.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tiered compilation's unoptimized first calls
     public static void Step<TRound>(Span<float> param, ReadOnlySpan<float> grad, Span<byte> state1, Span<byte> state2,
         Span<float> absmax1, Span<float> absmax2, ReadOnlySpan<float> qmap1, ReadOnlySpan<float> qmap2,
         float beta1, float beta2, float eps, float lr, float weightDecay, int step)
@@ -37,10 +40,8 @@ internal static class Adam8bitBlockwise
         var decay = MathF.FusedMultiplyAdd(-lr, weightDecay, 1f);
         Span<float> m = stackalloc float[BlockSize];
         Span<float> v = stackalloc float[BlockSize];
-        Span<float> mids1 = stackalloc float[255];
-        Span<float> mids2 = stackalloc float[255];
-        StateQuantizer.Midpoints(qmap1, mids1);
-        StateQuantizer.Midpoints(qmap2, mids2);
+        var search1 = StateCodeSearch.For(qmap1);
+        var search2 = StateCodeSearch.For(qmap2);
 
         for (var start = 0; start < n; start += BlockSize)
         {
@@ -77,8 +78,8 @@ internal static class Adam8bitBlockwise
             for (var k = 0; k < len; k++)
             {
                 var i = start + k;
-                state1[i] = StateQuantizer.Signed(m[k], max1, qmap1, mids1);
-                state2[i] = (byte)StateQuantizer.NearestUpper(v[k] / max2, mids2);
+                state1[i] = StateQuantizer.Signed(m[k], max1, qmap1, search1);
+                state2[i] = (byte)search2.Index(v[k] / max2);
             }
         }
     }

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace BnbDist.Optim8bit.Kernels;
 
 /// <summary>
@@ -19,6 +21,7 @@ internal static class OneState32bit
         Step<Float32Rounding>(rule, param, grad, state1, beta1, beta2, eps, lr, weightDecay, step);
 
     /// <summary>Applies one step in place; <typeparamref name="TRound"/> rounds to the parameter's dtype.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tiered compilation's unoptimized first calls
     public static void Step<TRound>(UpdateRule rule, Span<float> param, ReadOnlySpan<float> grad, Span<float> state1,
         float beta1, float beta2, float eps, float lr, float weightDecay, int step)
         where TRound : struct, IParamRounding

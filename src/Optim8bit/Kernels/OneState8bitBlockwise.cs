@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace BnbDist.Optim8bit.Kernels;
 
 /// <summary>
@@ -18,6 +20,7 @@ internal static class OneState8bitBlockwise
         Step<Float32Rounding>(rule, param, grad, state1, absmax1, qmap1, beta1, beta2, eps, lr, weightDecay, step);
 
     /// <summary>Applies one step in place; <typeparamref name="TRound"/> rounds to the parameter's dtype.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tiered compilation's unoptimized first calls
     public static void Step<TRound>(UpdateRule rule, Span<float> param, ReadOnlySpan<float> grad, Span<byte> state1, Span<float> absmax1,
         ReadOnlySpan<float> qmap1, float beta1, float beta2, float eps, float lr, float weightDecay, int step)
         where TRound : struct, IParamRounding
@@ -25,8 +28,7 @@ internal static class OneState8bitBlockwise
         var n = param.Length;
         var decay = MathF.FusedMultiplyAdd(-lr, weightDecay, 1f);
         Span<float> s = stackalloc float[Adam8bitBlockwise.BlockSize];
-        Span<float> mids = stackalloc float[255];
-        StateQuantizer.Midpoints(qmap1, mids);
+        var search = StateCodeSearch.For(qmap1);
 
         for (var start = 0; start < n; start += Adam8bitBlockwise.BlockSize)
         {
@@ -84,7 +86,7 @@ internal static class OneState8bitBlockwise
             absmax1[b] = max;
             for (var k = 0; k < len; k++)
             {
-                state1[start + k] = StateQuantizer.Signed(s[k], max, qmap1, mids);
+                state1[start + k] = StateQuantizer.Signed(s[k], max, qmap1, search);
             }
         }
     }

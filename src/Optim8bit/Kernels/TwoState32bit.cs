@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace BnbDist.Optim8bit.Kernels;
 
 /// <summary>
@@ -13,6 +15,7 @@ internal static class TwoState32bit
         Step<Float32Rounding>(param, grad, m, v, beta1, beta2, eps, lr, weightDecay, step);
 
     /// <summary>Applies one step in place; <typeparamref name="TRound"/> rounds to the parameter's dtype.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tiered compilation's unoptimized first calls
     public static void Step<TRound>(Span<float> param, ReadOnlySpan<float> grad, Span<float> m, Span<float> v,
         float beta1, float beta2, float eps, float lr, float weightDecay, int step)
         where TRound : struct, IParamRounding
