@@ -26,6 +26,11 @@ internal static class OneState32bit
         float beta1, float beta2, float eps, float lr, float weightDecay, int step)
         where TRound : struct, IParamRounding
     {
+        if (rule == UpdateRule.Adam)
+        {
+            throw new ArgumentOutOfRangeException(nameof(rule), rule, "not a 1-state rule");
+        }
+
         var decay = MathF.FusedMultiplyAdd(-lr, weightDecay, 1f);
         for (var i = 0; i < param.Length; i++)
         {
@@ -47,12 +52,10 @@ internal static class OneState32bit
                     p = TRound.Round(MathF.FusedMultiplyAdd(p, decay, -lr * OneState8bitBlockwise.Sgn(MathF.FusedMultiplyAdd(s, beta1, (1f - beta1) * g))));
                     s = MathF.FusedMultiplyAdd(s, beta2, (1f - beta2) * g);
                     break;
-                case UpdateRule.RmsProp:
+                default: // RmsProp (checked above)
                     s = MathF.FusedMultiplyAdd(s, beta1, (1f - beta1) * g * g);
                     p = TRound.Round(p - (lr * (g / (MathF.Sqrt(s) + eps))));
                     break;
-                default:
-                    throw new ArgumentOutOfRangeException(nameof(rule), rule, "not a 1-state rule");
             }
 
             param[i] = p;

@@ -25,6 +25,11 @@ internal static class OneState8bitBlockwise
         ReadOnlySpan<float> qmap1, float beta1, float beta2, float eps, float lr, float weightDecay, int step)
         where TRound : struct, IParamRounding
     {
+        if (rule == UpdateRule.Adam)
+        {
+            throw new ArgumentOutOfRangeException(nameof(rule), rule, "not a 1-state rule");
+        }
+
         var n = param.Length;
         var decay = MathF.FusedMultiplyAdd(-lr, weightDecay, 1f);
         Span<float> s = stackalloc float[Adam8bitBlockwise.BlockSize];
@@ -63,7 +68,7 @@ internal static class OneState8bitBlockwise
                         sk = MathF.FusedMultiplyAdd(old, beta2, (1f - beta2) * g);
                         p = TRound.Round(p - update);
                         break;
-                    case UpdateRule.RmsProp:
+                    default: // RmsProp (checked above; no throw in the loop, which would keep the JIT from optimizing it)
                         var raw = g;
                         if (weightDecay > 0f)
                         {
@@ -73,8 +78,6 @@ internal static class OneState8bitBlockwise
                         sk = MathF.FusedMultiplyAdd(old, beta1, (1f - beta1) * (g * g));
                         p = TRound.Round(MathF.FusedMultiplyAdd(-lr, raw / (MathF.Sqrt(sk) + eps), p));
                         break;
-                    default:
-                        throw new ArgumentOutOfRangeException(nameof(rule), rule, "not a 1-state rule");
                 }
 
                 param[i] = p;
@@ -92,5 +95,7 @@ internal static class OneState8bitBlockwise
     }
 
     /// <summary>CUDA's <c>sgn</c>: (0 &lt; x) − (x &lt; 0), so 0 and NaN give 0 (MathF.Sign throws on NaN).</summary>
-    public static float Sgn(float x) => (0f < x ? 1f : 0f) - (x < 0f ? 1f : 0f);
+    /// <remarks>Written with CopySign so that the only branch (x is 0 or NaN) is almost never taken: a branch on x's sign mispredicts half the time.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sgn(float x) => x < 0f || x > 0f ? MathF.CopySign(1f, x) : 0f;
 }

@@ -46,11 +46,18 @@ public class CpuStepBackendTests
         }
     }
 
-    /// <summary>The reference: one kernel call over whole spans (widening bf16/f16 parameters once).</summary>
-    private static void SingleThreaded(ParamUpdate u, UpdateRule rule, ScalarType dtype)
+    /// <summary>
+    /// The reference: one kernel call over whole spans. Parameters are widened and narrowed in C# here, not with torch
+    /// casts, whose handling of f16 subnormals depends on the calling thread's denormal mode.
+    /// </summary>
+    private static unsafe void SingleThreaded(ParamUpdate u, UpdateRule rule, ScalarType dtype)
     {
-        var p = TestGrads.Floats(u.Param);
-        var g = TestGrads.Floats(u.Grad);
+        var n = (int)u.Count;
+        var raw = (void*)TensorMemory.DataPointer(u.Param);
+        var p = new float[n];
+        var g = new float[n];
+        Widen(raw, dtype, p);
+        Widen((void*)TensorMemory.DataPointer(u.Grad), dtype, g);
         switch (dtype)
         {
             case ScalarType.Float32:
@@ -65,8 +72,34 @@ public class CpuStepBackendTests
         }
 
         // Exact: the kernel rounded every stored value to the parameter dtype.
-        using var back = tensor(p).to(dtype);
-        u.Param.copy_(back);
+        for (var i = 0; i < n; i++)
+        {
+            switch (dtype)
+            {
+                case ScalarType.Float32:
+                    ((float*)raw)[i] = p[i];
+                    break;
+                case ScalarType.BFloat16:
+                    ((ushort*)raw)[i] = (ushort)(BitConverter.SingleToUInt32Bits(p[i]) >> 16);
+                    break;
+                default:
+                    ((ushort*)raw)[i] = BitConverter.HalfToUInt16Bits((Half)p[i]);
+                    break;
+            }
+        }
+    }
+
+    private static unsafe void Widen(void* src, ScalarType dtype, float[] dst)
+    {
+        for (var i = 0; i < dst.Length; i++)
+        {
+            dst[i] = dtype switch
+            {
+                ScalarType.Float32 => ((float*)src)[i],
+                ScalarType.BFloat16 => BitConverter.Int32BitsToSingle(((ushort*)src)[i] << 16),
+                _ => (float)BitConverter.UInt16BitsToHalf(((ushort*)src)[i]),
+            };
+        }
     }
 
     private static unsafe void Run<TRound>(ParamUpdate u, UpdateRule rule, float[] p, float[] g)
