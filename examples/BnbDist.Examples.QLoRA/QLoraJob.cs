@@ -211,7 +211,7 @@ public sealed class QLoraJob(QLoraOptions options, ICommunicator comm)
             {
                 report.Add(metrics);
                 var eta = TimeSpan.FromSeconds(elapsed / (step - start + 1) * (end - step - 1));
-                Say($"step {step + 1}/{options.Steps} loss {metrics.Loss:F4} lr {lr:E2} grad-norm {norm:F3} tok/s {metrics.TokensPerSecond:F0} eta {eta:mm\\:ss} rss {metrics.PeakRssBytes / (1 << 20)} MiB");
+                Say($"step {step + 1}/{options.Steps} loss {metrics.Loss:F4} lr {lr:E2} grad-norm {norm:F3} tok/s {metrics.TokensPerSecond:F0} eta {eta:mm\\:ss} rss {metrics.PeakRssBytes / (1 << 20)} MiB{GpuMemory()}");
             }
 
             if ((options.CheckpointEvery > 0 && (step + 1) % options.CheckpointEvery == 0) || step + 1 == end)
@@ -259,6 +259,18 @@ public sealed class QLoraJob(QLoraOptions options, ICommunicator comm)
     private string Sample(LlamaForCausalLM model, BpeTokenizer tokenizer, LlamaConfig config) =>
         options.SampleTokens <= 0 ? string.Empty : TextGenerator.Generate(model, tokenizer, options.Prompt, config.MaxPositionEmbeddings,
             new GenerationOptions { MaxNewTokens = options.SampleTokens, TopK = 0, Temperature = 0 }, Device).ReplaceLineEndings(" ");
+
+    /// <summary>" gpu U/T MiB" (device-wide use, caching allocator included) on CUDA; empty on CPU.</summary>
+    private string GpuMemory()
+    {
+        if (Device.type != DeviceType.CUDA)
+        {
+            return string.Empty;
+        }
+
+        var (free, total) = BnbDist.Backends.Interop.CudaRuntime.MemoryInfo();
+        return $" gpu {(total - free) >> 20}/{total >> 20} MiB";
+    }
 
     private void Say(string line)
     {
