@@ -31,9 +31,27 @@ public sealed class QLoraJob(QLoraOptions options, ICommunicator comm)
 
     private readonly bool leader = comm.Rank == 0;
 
-    private Device Device { get; } = cuda.is_available() ? new Device(DeviceType.CUDA, DistributedEnvironment.FromEnvironment().LocalRank) : CPU;
+    private Device Device { get; } = LocalDevice();
 
-    private ScalarType ComputeDType => Device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32;
+    private ScalarType ComputeDType => ComputeDTypeFor(Device);
+
+    /// <summary>This rank's device: the GPU of its LOCAL_RANK where CUDA is available, else the CPU.</summary>
+    public static Device LocalDevice() =>
+        cuda.is_available() ? new Device(DeviceType.CUDA, DistributedEnvironment.FromEnvironment().LocalRank) : CPU;
+
+    /// <summary>bf16 compute on GPUs, f32 on the CPU.</summary>
+    public static ScalarType ComputeDTypeFor(Device device) => device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32;
+
+    /// <summary>Mean next-token loss over every rank's share of the held-out sequences (one all-reduce of the sums).</summary>
+    public static double HeldOutLoss(LlamaForCausalLM model, PackedDataset heldOut, int batchSize, Device device, ICommunicator comm)
+    {
+        ArgumentNullException.ThrowIfNull(comm);
+        var sum = Perplexity.Evaluate(model, heldOut, batchSize, device);
+        using var t = tensor(new[] { sum.NllSum, sum.Predictions }, ScalarType.Float64).to(device);
+        comm.AllReduce(t, ReduceOp.Sum);
+        var v = t.cpu().data<double>().ToArray();
+        return v[0] / v[1];
+    }
 
     /// <summary>Runs the job; returns the summary on every rank.</summary>
     public RunSummary Run()
@@ -247,14 +265,7 @@ public sealed class QLoraJob(QLoraOptions options, ICommunicator comm)
         return (int)loaded.Step;
     }
 
-    private double Evaluate(LlamaForCausalLM model, PackedDataset heldOut)
-    {
-        var sum = Perplexity.Evaluate(model, heldOut, options.MicroBatch, Device);
-        using var t = tensor(new[] { sum.NllSum, sum.Predictions }, ScalarType.Float64).to(Device);
-        comm.AllReduce(t, ReduceOp.Sum);
-        var v = t.cpu().data<double>().ToArray();
-        return v[0] / v[1];
-    }
+    private double Evaluate(LlamaForCausalLM model, PackedDataset heldOut) => HeldOutLoss(model, heldOut, options.MicroBatch, Device, comm);
 
     private string Sample(LlamaForCausalLM model, BpeTokenizer tokenizer, LlamaConfig config) =>
         options.SampleTokens <= 0 ? string.Empty : TextGenerator.Generate(model, tokenizer, options.Prompt, config.MaxPositionEmbeddings,
