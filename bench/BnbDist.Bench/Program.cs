@@ -13,12 +13,13 @@ var repeatsOpt = new Option<int?>("--repeats") { Description = "Timed repetition
 var warmupOpt = new Option<int>("--warmup") { Description = "Untimed warm-up runs.", DefaultValueFactory = _ => 3 };
 var elementsOpt = new Option<long>("--elements") { Description = "Elements of the 8-bit blockwise cases.", DefaultValueFactory = _ => 268435456 };
 var sideOpt = new Option<long>("--side") { Description = "Side of the square 4-bit matrix.", DefaultValueFactory = _ => 8192 };
-var suiteOpt = new Option<string>("--suite") { Description = "all (quant and optim), quant (kernels against copy bandwidth), optim (optimizer steps, CUDA only) or checkpoint (sharded checkpoints against the raw disk).", DefaultValueFactory = _ => "all" };
+var suiteOpt = new Option<string>("--suite") { Description = "all (quant and optim), quant (kernels against copy bandwidth), optim (optimizer steps: fused kernels on CUDA, the classes on both) or checkpoint (sharded checkpoints against the raw disk).", DefaultValueFactory = _ => "all" };
+var optElementsOpt = new Option<long?>("--optim-elements") { Description = "Elements of each of the 4 parameters of the optimizer-class rows (default 64M on CUDA, 4M on CPU)." };
 var checkpointGbOpt = new Option<double>("--checkpoint-gb") { Description = "Checkpoint size of the checkpoint suite, GB.", DefaultValueFactory = _ => 4.0 };
 var checkpointDirOpt = new Option<string>("--checkpoint-dir") { Description = "Scratch folder of the checkpoint suite (on the disk to measure; deleted after).", DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), "bnbdist-ckpt-bench") };
 var root = new RootCommand("BnbDist benchmarks: quantization kernels and optimizer steps against the device's copy bandwidth; sharded checkpoints against the disk.")
 {
-    deviceOpt, outOpt, repeatsOpt, warmupOpt, elementsOpt, sideOpt, suiteOpt, checkpointGbOpt, checkpointDirOpt,
+    deviceOpt, outOpt, repeatsOpt, warmupOpt, elementsOpt, sideOpt, suiteOpt, optElementsOpt, checkpointGbOpt, checkpointDirOpt,
 };
 root.SetAction(r =>
 {
@@ -58,11 +59,13 @@ root.SetAction(r =>
     var table = new Table().AddColumns("name", "median ms", "GB/s", "% of copy", "min ms", "max ms");
     var suite = r.GetValue(suiteOpt)!;
     var optimizers = new OptimizerBench(device, timing);
+    var classes = new OptimizerClassBench(device, timing, 4, r.GetValue(optElementsOpt) ?? (device.type == DeviceType.CUDA ? 64L << 20 : 4L << 20));
+    var optimRows = optimizers.Run().Concat(classes.Run());
     var rows = suite switch
     {
         "quant" => new QuantizationBench(device, timing, r.GetValue(elementsOpt), r.GetValue(sideOpt)).Run(),
-        "optim" => optimizers.Run(),
-        _ => new QuantizationBench(device, timing, r.GetValue(elementsOpt), r.GetValue(sideOpt)).Run().Concat(optimizers.Run()),
+        "optim" => optimRows,
+        _ => new QuantizationBench(device, timing, r.GetValue(elementsOpt), r.GetValue(sideOpt)).Run().Concat(optimRows),
     };
     foreach (var res in rows)
     {
@@ -75,9 +78,10 @@ root.SetAction(r =>
     {
         ["command"] = $"dotnet bnbdist-bench.dll {string.Join(' ', args)}",
     };
-    if (optimizers.StateBytes.Count > 0)
+    var stateBytes = optimizers.StateBytes.Concat(classes.StateBytes).ToList();
+    if (stateBytes.Count > 0)
     {
-        extra["state_bytes_per_param"] = string.Join(", ", optimizers.StateBytes.Select(kv => $"{kv.Key} {kv.Value}"));
+        extra["state_bytes_per_param"] = string.Join(", ", stateBytes.Select(kv => $"{kv.Key} {kv.Value}"));
     }
 
     ResultsFile.Write(outPath, deviceName, copy, results, extra);
