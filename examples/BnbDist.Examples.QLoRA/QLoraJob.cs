@@ -202,6 +202,7 @@ public sealed class QLoraJob(QLoraOptions options, ICommunicator comm)
         long tokens = 0;
         string? lastCheckpoint = null;
         var end = options.StopAfter > 0 ? Math.Min(options.Steps, start + options.StopAfter) : options.Steps;
+        using var progress = leader ? new TrainingProgress(start, end) : null;
         model.train();
         for (var step = start; step < end; step++)
         {
@@ -225,11 +226,11 @@ public sealed class QLoraJob(QLoraOptions options, ICommunicator comm)
             comm.AllReduce(loss, ReduceOp.Avg);
             var elapsed = clock.Elapsed.TotalSeconds;
             var metrics = new StepMetrics(step, loss.item<double>(), lr, norm, tokens, tokens / elapsed, elapsed, Environment.WorkingSet);
-            if (leader)
+            if (progress is not null)
             {
                 report.Add(metrics);
                 var eta = TimeSpan.FromSeconds(elapsed / (step - start + 1) * (end - step - 1));
-                Say($"step {step + 1}/{options.Steps} loss {metrics.Loss:F4} lr {lr:E2} grad-norm {norm:F3} tok/s {metrics.TokensPerSecond:F0} eta {eta:mm\\:ss} rss {metrics.PeakRssBytes / (1 << 20)} MiB{GpuMemory()}");
+                progress.Report(metrics, eta, Device.type == DeviceType.CUDA ? GpuMemory() : $" rss {metrics.PeakRssBytes / (1 << 20)} MiB");
             }
 
             if ((options.CheckpointEvery > 0 && (step + 1) % options.CheckpointEvery == 0) || step + 1 == end)
