@@ -19,9 +19,11 @@ for proj in tests/BnbDist.Backends.Tests tests/BnbDist.QuantState.Tests tests/Bn
   find "$out" -maxdepth 1 -type f \( -name '*.dll' -o -name '*.runtimeconfig.json' \) -exec cp -n {} "$app/" \;
   if [ -f "$out/runtimes/linux-x64/native/libLibTorchSharp.so" ]; then cp "$out/runtimes/linux-x64/native/libLibTorchSharp.so" "$app/"; fi
 done
-# The QLoRA job's inputs (the examples' base model and Jane Austen), when this checkout has them (./qlora.sh made them).
-if [ -d .data/models/sotu-base ] && [ -d .data/janeaustenr ]; then
-  rm -rf .gpu/data && mkdir -p .gpu/data/models
+# The QLoRA job's inputs (the examples' base model and Jane Austen), when this checkout has them (./qlora.sh made them)
+# and PACK_DATA is not 0.
+rm -rf .gpu/data .gpu/golden
+if [ "${PACK_DATA:-1}" != 0 ] && [ -d .data/models/sotu-base ] && [ -d .data/janeaustenr ]; then
+  mkdir -p .gpu/data/models
   cp -r .data/models/sotu-base .gpu/data/models/ && cp -r .data/janeaustenr .gpu/data/
 fi
 # The golden file (11 MiB) is left out when the QLoRA inputs travel (the carry limit is 64 MiB): PACK_GOLDEN=1 keeps it.
