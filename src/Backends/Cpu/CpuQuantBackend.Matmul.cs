@@ -16,8 +16,8 @@ public sealed partial class CpuQuantBackend
         using var scope = NewDisposeScope();
         var w = empty(rows * k, ScalarType.Float32);
         Dequantize4BitCore(packed, quantType, scales, w, rows * k, blocksize);
-        var y = w.view(rows, k).to_type(ScalarType.Float64).mv(x.to_type(ScalarType.Float64));
-        output.copy_(y.to_type(ScalarType.Float32).to_type(output.dtype));
+        var y = w.view(rows, k).to_type(ScalarType.Float64).mv(x.flatten().to_type(ScalarType.Float64));
+        output.copy_(y.to_type(ScalarType.Float32).to_type(output.dtype).view_as(output));
     }
 
     /// <inheritdoc/>
