@@ -119,19 +119,22 @@ __global__ void __launch_bounds__(GEMV_THREADS)
         // two chunks per row in flight per iteration: all loads first, then the arithmetic
         for (; c + 32 < chunks; c += 64) {
             uint4 q[2][ROWS];
+            float s[2][ROWS];
 #pragma unroll
             for (int u = 0; u < 2; ++u)
 #pragma unroll
                 for (int r = 0; r < ROWS; ++r) q[u][r] = __ldcs(Wv + rows[r] * chunks + c + 32 * u);
+            // the scales' loads go out with the weights' (L1/L2 hits mostly: 32 lanes share a few blocks)
+#pragma unroll
+            for (int u = 0; u < 2; ++u)
+#pragma unroll
+                for (int r = 0; r < ROWS; ++r) s[u][r] = scale_of((rows[r] * K + ((c + 32 * u) << 5)) >> sc.log2bs);
 #pragma unroll
             for (int u = 0; u < 2; ++u) {
                 float xv[32];
                 XChunk<DT>::load(x, (c + 32 * u) << 5, xv);
 #pragma unroll
-                for (int r = 0; r < ROWS; ++r) {
-                    const float s = scale_of((rows[r] * K + ((c + 32 * u) << 5)) >> sc.log2bs);
-                    acc[r] = __fmaf_rn(chunk_dot(q[u][r], xv, s_lut), s, acc[r]);
-                }
+                for (int r = 0; r < ROWS; ++r) acc[r] = __fmaf_rn(chunk_dot(q[u][r], xv, s_lut), s[u][r], acc[r]);
             }
         }
         if (c < chunks) {
@@ -231,11 +234,13 @@ extern "C" BNBD_API int bnbd_gemv_4bit(int dtype, int quant_type, const void* x,
     const bool fast = (k % 32) == 0 && aligned_to(x, 16) && aligned_to(W, 16);
     int rows = g_gemv_rows;
     if (rows != 1 && rows != 2 && rows != 4) {
-        // enough warps to keep every SM's memory pipe full (>= 24 per SM), then as many rows per warp as that
-        // allows (x loaded once for all of them)
+        // as many rows per warp as still leave >= 12 warps per SM (x is loaded once for all rows of a warp; at 4 rows
+        // and 2 chunks in flight per row a lane has 128 bytes of weights in flight, so 12 warps per SM keep ~48 KB
+        // outstanding per SM, above what HBM3 needs), and few enough CTAs that they all fit in one wave for the
+        // common sizes (no tail wave)
         int sms = 0;
         BNBD_RETURN_IF_ERROR(cudaError_t(sm_count(&sms)));
-        const int64_t want_warps = int64_t(sms) * 24;
+        const int64_t want_warps = int64_t(sms) * 12;
         rows = n_rows / 4 >= want_warps ? 4 : n_rows / 2 >= want_warps ? 2 : 1;
     }
     switch (dtype) {
