@@ -4,7 +4,9 @@ using System.Text.Json.Nodes;
 namespace BnbDist.Bench;
 
 /// <summary>One benchmark row: the median time of an op and its effective bandwidth (bytes read + written).</summary>
-internal sealed record BenchResult(string Name, double MedianMs, double MinMs, double MaxMs, int Repeats, long Bytes, string? Note = null)
+/// <remarks>A row with a <see cref="Unit"/> is a measured quantity (<see cref="Value"/>, e.g. bits per parameter), not a timing.</remarks>
+internal sealed record BenchResult(string Name, double MedianMs, double MinMs, double MaxMs, int Repeats, long Bytes, string? Note = null,
+    double Value = 0, string? Unit = null)
 {
     public double GBps => Bytes / (MedianMs * 1e-3) / 1e9;
 }
@@ -19,13 +21,20 @@ internal static class ResultsFile
     {
         var rows = new List<JsonObject>();
         var names = new HashSet<string>(results.Select(r => r.Name));
-        if (File.Exists(path) && JsonNode.Parse(File.ReadAllText(path)) is JsonObject old && old["results"] is JsonArray oldRows)
+        var previous = File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path)) as JsonObject : null;
+        if (previous?["results"] is JsonArray oldRows)
         {
             rows.AddRange(oldRows.OfType<JsonObject>().Where(r => !names.Contains((string?)r["name"] ?? string.Empty)).Select(r => (JsonObject)r.DeepClone()));
         }
 
         foreach (var r in results)
         {
+            if (r.Unit is not null)
+            {
+                rows.Add(new JsonObject { ["name"] = r.Name, ["value"] = r.Value, ["unit"] = r.Unit, ["bytes"] = r.Bytes, ["note"] = r.Note });
+                continue;
+            }
+
             var row = new JsonObject
             {
                 ["name"] = r.Name,
@@ -45,15 +54,29 @@ internal static class ResultsFile
             rows.Add(row);
         }
 
-        var doc = new JsonObject
+        // Top-level facts of earlier suites stay; a suite without a copy measurement (copyGBps 0) keeps the earlier one, and
+        // commands accumulate so the file says every command that wrote it.
+        var doc = new JsonObject();
+        foreach (var (k, v) in previous ?? [])
         {
-            ["device"] = device,
-            ["copy_gbps"] = Math.Round(copyGBps, 1),
-            ["measured_at"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture),
-        };
+            if (k != "results")
+            {
+                doc[k] = v?.DeepClone();
+            }
+        }
+
+        doc["device"] = device;
+        if (copyGBps > 0 || doc["copy_gbps"] is null)
+        {
+            doc["copy_gbps"] = Math.Round(copyGBps, 1);
+        }
+
+        doc["measured_at"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture);
         foreach (var (k, v) in extra)
         {
-            doc[k] = JsonValue.Create(v);
+            doc[k] = k == "command" && (string?)doc[k] is { } earlier && earlier != v && !earlier.Contains(v, StringComparison.Ordinal)
+                ? JsonValue.Create(earlier + " ; " + v)
+                : JsonValue.Create(v);
         }
 
         doc["results"] = new JsonArray([.. rows]);

@@ -13,7 +13,7 @@ var repeatsOpt = new Option<int?>("--repeats") { Description = "Timed repetition
 var warmupOpt = new Option<int>("--warmup") { Description = "Untimed warm-up runs.", DefaultValueFactory = _ => 3 };
 var elementsOpt = new Option<long>("--elements") { Description = "Elements of the 8-bit blockwise cases.", DefaultValueFactory = _ => 268435456 };
 var sideOpt = new Option<long>("--side") { Description = "Side of the square 4-bit matrix.", DefaultValueFactory = _ => 8192 };
-var suiteOpt = new Option<string>("--suite") { Description = "all (quant and optim), quant (kernels against copy bandwidth), optim (optimizer steps: fused kernels on CUDA, the classes on both) or checkpoint (sharded checkpoints against the raw disk).", DefaultValueFactory = _ => "all" };
+var suiteOpt = new Option<string>("--suite") { Description = "all (quant and optim), quant (kernels against copy bandwidth), optim (optimizer steps: fused kernels on CUDA, the classes on both), nn (4-bit GEMV/matmul, LLM.int8 and their 16-bit baselines; CUDA only), mem-qlora / mem-lora (device memory of one LoRA step through one layer; CUDA only, one per process) or checkpoint (sharded checkpoints against the raw disk).", DefaultValueFactory = _ => "all" };
 var optElementsOpt = new Option<long?>("--optim-elements") { Description = "Elements of each of the 4 parameters of the optimizer-class rows (default 64M on CUDA, 4M on CPU)." };
 var checkpointGbOpt = new Option<double>("--checkpoint-gb") { Description = "Checkpoint size of the checkpoint suite, GB.", DefaultValueFactory = _ => 4.0 };
 var checkpointDirOpt = new Option<string>("--checkpoint-dir") { Description = "Scratch folder of the checkpoint suite (on the disk to measure; deleted after).", DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), "bnbdist-ckpt-bench") };
@@ -35,6 +35,8 @@ root.SetAction(r =>
     }
 
     var device = new torch.Device(r.GetValue(deviceOpt)!);
+    var suite = r.GetValue(suiteOpt)!;
+
     var repeats = r.GetValue(repeatsOpt) ?? (device.type == DeviceType.CUDA ? 30 : 5);
     string deviceName;
     if (device.type == DeviceType.CUDA)
@@ -49,6 +51,16 @@ root.SetAction(r =>
         deviceName = $"CPU: {CpuModel()} ({Environment.ProcessorCount} threads)";
     }
 
+    if (suite is "mem-qlora" or "mem-lora" && device.type == DeviceType.CUDA)
+    {
+        var memRow = LayerMemoryBench.Run(device, suite == "mem-qlora");
+        var memOut = r.GetValue(outOpt) ?? DefaultPath(device, deviceName);
+        ResultsFile.Write(memOut, deviceName, 0, [memRow],
+            new Dictionary<string, string> { ["command"] = $"dotnet bnbdist-bench.dll {string.Join(' ', args)}" });
+        AnsiConsole.MarkupLine($"{memRow.Name}: [bold]{memRow.Value} {memRow.Unit}[/] ({Markup.Escape(memRow.Note ?? string.Empty)}); wrote {Markup.Escape(memOut)}");
+        return 0;
+    }
+
     var outPath = r.GetValue(outOpt) ?? DefaultPath(device, deviceName);
     using var timing = new Timing(device, r.GetValue(warmupOpt), repeats);
     AnsiConsole.MarkupLine($"Benchmarking on [bold]{Markup.Escape(deviceName)}[/], median of {repeats}...");
@@ -57,19 +69,26 @@ root.SetAction(r =>
 
     var results = new List<BenchResult>();
     var table = new Table().AddColumns("name", "median ms", "GB/s", "% of copy", "min ms", "max ms");
-    var suite = r.GetValue(suiteOpt)!;
     var optimizers = new OptimizerBench(device, timing);
     var classes = new OptimizerClassBench(device, timing, 4, r.GetValue(optElementsOpt) ?? (device.type == DeviceType.CUDA ? 64L << 20 : 4L << 20));
     var optimRows = optimizers.Run().Concat(classes.Run());
+    var linear = new LinearBench(device, timing);
     var rows = suite switch
     {
         "quant" => new QuantizationBench(device, timing, r.GetValue(elementsOpt), r.GetValue(sideOpt)).Run(),
         "optim" => optimRows,
+        "nn" => linear.Run(),
         _ => new QuantizationBench(device, timing, r.GetValue(elementsOpt), r.GetValue(sideOpt)).Run().Concat(optimRows),
     };
     foreach (var res in rows)
     {
         results.Add(res);
+        if (res.Unit is not null)
+        {
+            table.AddRow(res.Name, $"{res.Value} {res.Unit}", string.Empty, string.Empty, string.Empty, string.Empty);
+            continue;
+        }
+
         table.AddRow(res.Name, $"{res.MedianMs:F4}", $"{res.GBps:F1}", $"{100 * res.GBps / copy:F1}", $"{res.MinMs:F4}", $"{res.MaxMs:F4}");
     }
 
@@ -86,7 +105,7 @@ root.SetAction(r =>
 
     ResultsFile.Write(outPath, deviceName, copy, results, extra);
     AnsiConsole.MarkupLine($"wrote {Markup.Escape(outPath)}");
-    return 0;
+    return linear.Failed ? 1 : 0;
 });
 var ncclOutOpt = new Option<string>("--out") { Description = "JSON written by rank 0.", DefaultValueFactory = _ => "nccl-bnbdist.json" };
 var ncclMinOpt = new Option<long>("--min-bytes") { Description = "Smallest size.", DefaultValueFactory = _ => 1L << 20 };

@@ -40,6 +40,23 @@ internal sealed class Timing(torch.Device device, int warmup, int repeats) : IDi
         return times;
     }
 
+    /// <summary>
+    /// As <see cref="Measure"/>, but each sample times <paramref name="batch"/> back-to-back calls and reports the time per call:
+    /// the device's view of a loop of small ops, where the host enqueues the next call while the device runs the previous one.
+    /// </summary>
+    public double[] MeasureBatched(Action<int> run, int batch)
+    {
+        var calls = 0;
+        var times = Measure(_ =>
+        {
+            for (var j = 0; j < batch; j++)
+            {
+                run(calls++);
+            }
+        });
+        return [.. times.Select(t => t / batch)];
+    }
+
     public void Sync()
     {
         if (device.type == DeviceType.CUDA)

@@ -31,7 +31,14 @@ if has tests; then
   # bnbrun + the check worker on every GPU (NCCL); the other launcher tests are CPU tests that CI runs
   run tests-collectives dotnet .gpu/app/BnbDist.Launcher.Tests.dll -class BnbDist.Launcher.Tests.CollectiveCheckTests
 fi
-has bench && run bench dotnet .gpu/app/bnbdist-bench.dll --device cuda --out "$OUT/gpu-$gpu.json" ${BENCH_ARGS:-}
+if has bench; then
+  run bench dotnet .gpu/app/bnbdist-bench.dll --device cuda --out "$OUT/gpu-$gpu.json" ${BENCH_ARGS:-}
+  # Quantized linears against their 16-bit baselines (issue #3), then the memory of one LoRA step through one layer: each its
+  # own process (a failure or a CUDA fault stays in its step; memory is read from a fresh caching allocator); same JSON file.
+  run bench-nn timeout 900 dotnet .gpu/app/bnbdist-bench.dll --device cuda --suite nn --out "$OUT/gpu-$gpu.json"
+  run bench-mem-qlora timeout 300 dotnet .gpu/app/bnbdist-bench.dll --device cuda --suite mem-qlora --out "$OUT/gpu-$gpu.json"
+  run bench-mem-lora timeout 300 dotnet .gpu/app/bnbdist-bench.dll --device cuda --suite mem-lora --out "$OUT/gpu-$gpu.json"
+fi
 if has nccl; then
   max=${NCCL_MAX_BYTES:-1073741824}
   run nccl-bnbdist dotnet .gpu/app/bnbrun.dll --nproc "$ngpu" --standalone --backend nccl .gpu/app/bnbdist-bench.dll nccl \

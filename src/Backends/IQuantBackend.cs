@@ -33,6 +33,25 @@ public interface IQuantBackend
     /// <summary>4-bit dequantization of n = output.numel() elements.</summary>
     void Dequantize4Bit(torch.Tensor packed, QuantType quantType, FourBitScales scales, torch.Tensor output, int blocksize);
 
+    /// <summary>
+    /// 4-bit GEMV for one input row (bitsandbytes <c>gemv_4bit</c>): output[n] = Σ_k x[k]·W[n, k] for the [rows, k] weight
+    /// packed as by <see cref="Quantize4Bit"/>, accumulated in f32 (CUDA) or f64 (CPU reference) and rounded to x's dtype.
+    /// </summary>
+    /// <param name="x">The input row, k elements of f32/bf16/f16.</param>
+    /// <param name="packed">Packed u8[(rows·k + 1)/2].</param>
+    /// <param name="quantType">NF4 or FP4.</param>
+    /// <param name="scales">Plain or nested absmax of the ceil(rows·k / blocksize) blocks.</param>
+    /// <param name="output">rows elements of x's dtype.</param>
+    /// <param name="blocksize">Power of two, 32..4096.</param>
+    void Gemv4Bit(torch.Tensor x, torch.Tensor packed, QuantType quantType, FourBitScales scales, torch.Tensor output,
+        int blocksize);
+
+    /// <summary>
+    /// int8 × int8ᵀ → int32 (bitsandbytes <c>int8_linear_matmul</c>): output [M, N] = A [M, K] · B [N, K]ᵀ, exact
+    /// (K ≤ <see cref="QuantBackendBase.MaxInt8MatmulK"/>, so no sum can leave the int32 range).
+    /// </summary>
+    void Int8LinearMatmul(torch.Tensor A, torch.Tensor B, torch.Tensor output);
+
     /// <summary>Deterministic mean of f32 values into output f32[1]: (float)(chunked f64 tree sum) · (1f/n); same bits on every backend.</summary>
     void Mean(torch.Tensor x, torch.Tensor output);
 

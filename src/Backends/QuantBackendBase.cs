@@ -70,25 +70,82 @@ public abstract class QuantBackendBase : IQuantBackend
         CheckQuantType(quantType);
         CheckBlocksize(blocksize, nameof(blocksize));
         CheckTensor(packed, nameof(packed), ScalarType.Byte, (n + 1) / 2, output);
-        var blocks = Blocks(n, blocksize);
-        if (scales.IsNested)
-        {
-            CheckBlocksize(scales.NestedBlocksize, nameof(scales) + ".NestedBlocksize");
-            CheckTensor(scales.QAbsmax!, nameof(scales) + ".QAbsmax", ScalarType.Byte, blocks, output);
-            CheckTensor(scales.NestedAbsmax!, nameof(scales) + ".NestedAbsmax", ScalarType.Float32,
-                Blocks(blocks, scales.NestedBlocksize), output);
-            CheckTensor(scales.NestedCode!, nameof(scales) + ".NestedCode", ScalarType.Float32, 256, output);
-            CheckTensor(scales.Offset!, nameof(scales) + ".Offset", ScalarType.Float32, 1, output);
-        }
-        else
-        {
-            CheckTensor(scales.Absmax!, nameof(scales) + ".Absmax", ScalarType.Float32, blocks, output);
-        }
-
+        CheckScales(scales, Blocks(n, blocksize), output);
         if (n > 0)
         {
             Dequantize4BitCore(packed, quantType, scales, output, n, blocksize);
         }
+    }
+
+    /// <inheritdoc/>
+    public void Gemv4Bit(Tensor x, Tensor packed, QuantType quantType, FourBitScales scales, Tensor output, int blocksize)
+    {
+        ArgumentNullException.ThrowIfNull(scales);
+        var k = CheckFloatInput(x, nameof(x));
+        CheckQuantType(quantType);
+        CheckBlocksize(blocksize, nameof(blocksize));
+        ArgumentNullException.ThrowIfNull(output);
+        var rows = output.numel();
+        CheckTensor(output, nameof(output), x.dtype, rows, x);
+        var n = rows * k;
+        CheckTensor(packed, nameof(packed), ScalarType.Byte, (n + 1) / 2, x);
+        CheckScales(scales, Blocks(n, blocksize), x);
+        if (rows == 0)
+        {
+            return;
+        }
+
+        if (k == 0)
+        {
+            output.zero_();
+            return;
+        }
+
+        Gemv4BitCore(x, packed, quantType, scales, output, rows, k, blocksize);
+    }
+
+    /// <summary>The largest K of <see cref="Int8LinearMatmul"/>: K·128² ≤ 2^31 − 1 keeps every int32 sum exact.</summary>
+    public const long MaxInt8MatmulK = 131071;
+
+    /// <inheritdoc/>
+    public void Int8LinearMatmul(Tensor A, Tensor B, Tensor output)
+    {
+        foreach (var (t, name) in new[] { (A, nameof(A)), (B, nameof(B)) })
+        {
+            ArgumentNullException.ThrowIfNull(t, name);
+            if (t.dtype != ScalarType.Int8 || t.dim() != 2)
+            {
+                throw new ArgumentException($"{name} must be a 2-D int8 tensor; got {t.dtype} [{string.Join(", ", t.shape)}].", name);
+            }
+
+            CheckPlacement(t, name);
+        }
+
+        var (m, k, nOut) = (A.shape[0], A.shape[1], B.shape[0]);
+        if (B.shape[1] != k)
+        {
+            throw new ArgumentException($"B must be [N, {k}] (K = A's columns); got [{string.Join(", ", B.shape)}].", nameof(B));
+        }
+
+        if (k > MaxInt8MatmulK)
+        {
+            throw new ArgumentException($"K = {k} exceeds {MaxInt8MatmulK}: int32 sums of int8 products could overflow.", nameof(A));
+        }
+
+        CheckTensor(B, nameof(B), ScalarType.Int8, nOut * k, A);
+        CheckTensor(output, nameof(output), ScalarType.Int32, m * nOut, A);
+        if (m * nOut == 0)
+        {
+            return;
+        }
+
+        if (k == 0)
+        {
+            output.zero_();
+            return;
+        }
+
+        Int8LinearMatmulCore(A, B, output, m, nOut, k);
     }
 
     /// <inheritdoc/>
@@ -154,12 +211,48 @@ public abstract class QuantBackendBase : IQuantBackend
     protected abstract void Dequantize4BitCore(Tensor packed, QuantType quantType, FourBitScales scales, Tensor output,
         long n, int blocksize);
 
+    /// <summary>Device-specific 4-bit GEMV; arguments are validated, rows &gt; 0 and k &gt; 0.</summary>
+    protected abstract void Gemv4BitCore(Tensor x, Tensor packed, QuantType quantType, FourBitScales scales, Tensor output,
+        long rows, long k, int blocksize);
+
+    /// <summary>Device-specific int8 GEMM (output [m, n] = A [m, k] · B [n, k]ᵀ); arguments are validated, all sizes &gt; 0.</summary>
+    protected abstract void Int8LinearMatmulCore(Tensor A, Tensor B, Tensor output, long m, long n, long k);
+
+    /// <summary>
+    /// output [m, n] = A·Bᵀ through f64 on A's device. Exact: every product is an integer of magnitude ≤ 2^14 and every partial
+    /// sum ≤ K·2^14 &lt; 2^31 (K is checked), so each f64 operation is exact whatever the summation order.
+    /// </summary>
+    protected static void Int8MatmulThroughF64(Tensor A, Tensor B, Tensor output, long m, long n)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        using var scope = NewDisposeScope();
+        var prod = A.to_type(ScalarType.Float64).matmul(B.to_type(ScalarType.Float64).t());
+        output.view(m, n).copy_(prod.to_type(ScalarType.Int32));
+    }
+
     /// <summary>Device-specific deterministic mean; arguments are validated.</summary>
     protected abstract void MeanCore(Tensor x, Tensor output, long n);
 
     /// <summary>Device-specific int8 row-wise quantization; arguments are validated and non-empty.</summary>
     protected abstract void Int8VectorwiseQuantCore(Tensor A, float threshold, Tensor output, Tensor rowStats, long rows,
         long cols);
+
+    private void CheckScales(FourBitScales scales, long blocks, Tensor reference)
+    {
+        if (scales.IsNested)
+        {
+            CheckBlocksize(scales.NestedBlocksize, nameof(scales) + ".NestedBlocksize");
+            CheckTensor(scales.QAbsmax!, nameof(scales) + ".QAbsmax", ScalarType.Byte, blocks, reference);
+            CheckTensor(scales.NestedAbsmax!, nameof(scales) + ".NestedAbsmax", ScalarType.Float32,
+                Blocks(blocks, scales.NestedBlocksize), reference);
+            CheckTensor(scales.NestedCode!, nameof(scales) + ".NestedCode", ScalarType.Float32, 256, reference);
+            CheckTensor(scales.Offset!, nameof(scales) + ".Offset", ScalarType.Float32, 1, reference);
+        }
+        else
+        {
+            CheckTensor(scales.Absmax!, nameof(scales) + ".Absmax", ScalarType.Float32, blocks, reference);
+        }
+    }
 
     private long CheckFloatInput(Tensor t, string name)
     {

@@ -124,7 +124,7 @@ public class Linear4bit : QuantizedLinearBase
         var x = input.dtype == compute ? input : input.to_type(compute);
         var bias = Bias;
         var b = bias is null || bias.dtype == compute ? bias : bias.to_type(compute);
-        var y = MatMul4Bit.Apply(x, Weight, quantState!, b);
+        var y = MatMul4Bit.Forward(x, Weight, quantState!, b);
         return y.dtype == input.dtype ? y : y.to_type(input.dtype);
     }
 

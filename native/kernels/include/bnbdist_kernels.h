@@ -54,7 +54,8 @@ enum { BNBD_ERR_INVALID_ARGUMENT = 100001 };
 
 /// ABI version of this header; the C# side refuses a library with another version.
 /// 2: added the optimizer updates (bnbd_optimizer_8bit_blockwise, bnbd_optimizer_32bit).
-#define BNBD_ABI_VERSION 2
+/// 3: added the 4-bit GEMV (bnbd_gemv_4bit).
+#define BNBD_ABI_VERSION 3
 BNBD_API int bnbd_abi_version(void);
 
 /// Text for a return code (cudaGetErrorString for CUDA codes). Never NULL.
@@ -83,6 +84,20 @@ BNBD_API int bnbd_dequantize_4bit(int dtype, int quant_type, const uint8_t* A, c
                                   const uint8_t* qabsmax, const float* nested_absmax, const float* nested_code,
                                   const float* offset, int nested_blocksize, void* out, int64_t n,
                                   int blocksize, void* stream);
+
+/// 4-bit GEMV for one input row (inference decode): y[n] = sum_k x[k] * W[n, k] for n < n_rows, where W is the
+/// row-major [n_rows, k] matrix packed as by bnbd_quantize_4bit (element e = n * k + j in nibble e of the packed
+/// bytes, high nibble first; block e / blocksize) and dequantized as bnbd_dequantize_4bit does (plain or nested
+/// absmax, same pointer rules). x: k elements of dtype; y: n_rows elements of dtype. blocksize: 32..4096, power of
+/// two. Not bit-exact: products are accumulated in f32 with FMAs, the table value times x summed over each run of
+/// 32 elements and the run's sum scaled by the block's absmax once, lanes combined by a shuffle tree; the result
+/// lies within about (k / 32 + 40) * 2^-24 * sum_k |x[k] * w[n, k]| of the exact dot product of x with the
+/// f32-dequantized weight, before the final RN to dtype. Fast path: k % 32 == 0 and x, W 16-byte aligned; any other
+/// k or alignment is correct but slower. k == 0 gives zeros.
+BNBD_API int bnbd_gemv_4bit(int dtype, int quant_type, const void* x, const uint8_t* W, const float* absmax,
+                            const uint8_t* qabsmax, const float* nested_absmax, const float* nested_code,
+                            const float* offset, int nested_blocksize, void* y, int64_t n_rows, int64_t k,
+                            int blocksize, void* stream);
 
 /// Bytes of device workspace bnbd_mean_f32 needs for n values (8-byte aligned; uninitialized memory will do;
 /// one call in flight per workspace at a time).

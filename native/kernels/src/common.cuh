@@ -81,6 +81,8 @@ inline bool valid_dtype(int dtype) { return dtype == BNBD_F32 || dtype == BNBD_B
 // Test hook (tests/selftest.cu links the objects directly): 0 = automatic choice of the 8-bit code search,
 // 1 = always the shared-memory bucket table, 2 = always the plain midpoint search. Not exported.
 extern int g_q8_search_mode;
+// Test hook: rows per warp of bnbd_gemv_4bit (1, 2 or 4; anything else = automatic choice). Not exported.
+extern int g_gemv_rows;
 
 // ---------------------------------------------------------------------------------------------------------
 // dtype traits. VEC = elements in one 16-byte vector.

@@ -2,6 +2,7 @@
 // the latter with a plain f32 absmax or the double-quant (nested) absmax.
 #include "common.cuh"
 #include "quant_tile.cuh"
+#include "scale4.cuh"
 
 namespace bnbd {
 namespace {
@@ -24,29 +25,6 @@ constexpr int DQ4_THREADS = 256;
 #endif
 constexpr int DQ4_UNITS = BNBD_DQ4_UNITS;
 
-struct Scale4 {
-    const float* absmax;
-    const uint8_t* qabsmax;
-    const float* nested_absmax;
-    const float* nested_code;
-    const float* offset_ptr;  // device f32[1]
-    float offset;             // *offset_ptr, read by each thread at kernel start
-    int log2bs;
-    int log2nbs;    // >= 0 when nested_blocksize is a power of two
-    uint32_t nbs;   // nested blocksize
-    // index of the nested block of block b
-    __device__ __forceinline__ int64_t nested_index(int64_t b) const {
-        if (log2nbs >= 0) return b >> log2nbs;
-        return b < (int64_t(1) << 32) ? int64_t(uint32_t(b) / nbs) : int64_t(uint64_t(b) / nbs);
-    }
-    // s_code: nested_code staged in shared memory (nested only)
-    __device__ __forceinline__ float block(int64_t b, bool nested, const float* s_code) const {
-        if (!nested) return __ldg(absmax + b);
-        const int64_t nb = nested_index(b);
-        const float p = __fmul_rn(s_code[__ldg(qabsmax + b)], __ldg(nested_absmax + nb));
-        return __fadd_rn(p, offset);
-    }
-};
 
 template <int EPC> struct PackedWord;
 template <> struct PackedWord<4> {  // 4 elements = 2 bytes
@@ -211,16 +189,7 @@ extern "C" BNBD_API int bnbd_dequantize_4bit(int dtype, int quant_type, const ui
     BNBD_REQUIRE(A && out);
     const cudaStream_t st = static_cast<cudaStream_t>(stream);
 
-    Scale4 sc;
-    sc.absmax = absmax;
-    sc.qabsmax = qabsmax;
-    sc.nested_absmax = nested_absmax;
-    sc.nested_code = nested_code;
-    sc.offset_ptr = offset;
-    sc.offset = 0.0f;
-    sc.log2bs = ilog2(blocksize);
-    sc.log2nbs = nested && is_pow2(nested_blocksize) ? ilog2(nested_blocksize) : -1;
-    sc.nbs = nested ? uint32_t(nested_blocksize) : 1u;
+    const Scale4 sc = make_scale4(absmax, qabsmax, nested_absmax, nested_code, offset, nested_blocksize, blocksize);
     int sms = 0;
     BNBD_RETURN_IF_ERROR(cudaError_t(sm_count(&sms)));
     const int epc = dtype == BNBD_F32 ? 4 : 8;  // elements per 16-byte output vector (epc / 2 packed bytes)

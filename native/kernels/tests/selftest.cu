@@ -4,7 +4,7 @@
 //
 // Usage: bnbdist_kernels_selftest [--no-bench] [--bench-only] [--no-exhaustive] [--seed N]
 //                                  [--bench-filter TEXT] [--bench-iters N] [--only GROUPS]
-// GROUPS: api, search, blockwise, dequant8, 4bit, dequant4, mean, int8, pipeline, optim (comma-separated).
+// GROUPS: api, search, blockwise, dequant8, 4bit, dequant4, gemv, mean, int8, pipeline, optim (comma-separated).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -712,6 +712,117 @@ static void test_dequantize_4bit(Rng& rng) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// 4-bit GEMV: not bit-exact (f32 accumulation in its own order), so compared with an f64 dot product of x and the
+// f32-dequantized weight (the reference dequantizer) within the header's bound
+// (k / 32 + 40) * 2^-24 * sum |x w|, plus half an ulp of the output dtype (2^-8, 2^-11, 2^-24 relative).
+
+static void test_gemv_4bit(Rng& rng) {
+    const std::vector<float> signed_map = bnbref::signed_dynamic_map();
+    struct Shape { int64_t n, k; };
+    const Shape shapes[] = {{1, 32}, {7, 64}, {33, 96}, {130, 4096}, {64, 8192}, {257, 1000}, {5, 33}, {3, 1},
+                            {9, 0}, {1000, 320}, {4, 4128}};
+    const int blocksizes[] = {32, 64, 128, 256, 512, 1024, 2048, 4096};
+    for (int dtype = 0; dtype < 3; ++dtype) {
+        for (int qt = 0; qt < 2; ++qt) {
+            for (const Shape& sh : shapes) {
+                for (int nested = 0; nested < 2; ++nested) {
+                    const int bs = blocksizes[rng.below(8)];
+                    const int64_t n = sh.n, k = sh.k, ne = n * k;
+                    const int64_t nb = (ne + bs - 1) / bs, nbytes = (ne + 1) / 2;
+                    const int nbs = rng.below(2) ? 256 : 100;
+                    const int64_t nnb = std::max<int64_t>(1, (nb + nbs - 1) / nbs);
+                    std::vector<uint8_t> q(std::max<int64_t>(1, nbytes));
+                    for (auto& v : q) v = uint8_t(rng.next());
+                    std::vector<float> absmax(std::max<int64_t>(1, nb));
+                    for (auto& a : absmax) a = std::fabs(rng.normal()) * 2.0f;
+                    if (nb > 1) absmax[1] = 0.0f;
+                    std::vector<uint8_t> qabs(std::max<int64_t>(1, nb));
+                    for (auto& v : qabs) v = uint8_t(rng.next());
+                    std::vector<float> nabs(nnb);
+                    for (auto& a : nabs) a = std::fabs(rng.normal()) * 0.5f;
+                    const float off = std::fabs(rng.normal()) * 0.2f;
+                    std::vector<float> xf(std::max<int64_t>(1, k));
+                    for (auto& v : xf) v = rng.normal();
+                    const std::vector<uint8_t> xh = to_dtype(dtype, xf);
+                    for (int64_t i = 0; i < k; ++i) xf[i] = bnbref::load_elem(dtype, xh.data(), i);  // as rounded
+                    // reference: f32 dequantized weight, f64 dot products
+                    std::vector<float> w(std::max<int64_t>(1, ne));
+                    if (nested)
+                        bnbref::dequantize_4bit(BNBD_F32, qt, q.data(), nullptr, qabs.data(), nabs.data(),
+                                                signed_map.data(), &off, nbs, w.data(), ne, bs);
+                    else
+                        bnbref::dequantize_4bit(BNBD_F32, qt, q.data(), absmax.data(), nullptr, nullptr, nullptr,
+                                                nullptr, 0, w.data(), ne, bs);
+                    std::vector<double> yref(n), ysum(n);
+                    for (int64_t r = 0; r < n; ++r) {
+                        double acc = 0, sa = 0;
+                        for (int64_t j = 0; j < k; ++j) {
+                            const double t = double(xf[j]) * double(w[r * k + j]);
+                            acc += t;
+                            sa += std::fabs(t);
+                        }
+                        yref[r] = acc;
+                        ysum[r] = sa;
+                    }
+                    const double out_rel = dtype == BNBD_F32 ? std::ldexp(1.0, -24)
+                                           : dtype == BNBD_BF16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+                    const double acc_rel = (double(k) / 32.0 + 40.0) * std::ldexp(1.0, -24);
+                    const size_t es = bnbref::dtype_size(dtype);
+                    const size_t misalign = rng.below(4) == 0 ? es : 0;  // unaligned x: the element loop
+                    DevBuf d_q(q.size()), d_abs(absmax.size() * 4), d_qabs(qabs.size()), d_nabs(nnb * 4), d_code(1024),
+                        d_off(4), d_x(std::max<int64_t>(1, k) * es, misalign), d_y(n * es);
+                    d_q.upload(q.data());
+                    d_abs.upload(absmax.data());
+                    d_qabs.upload(qabs.data());
+                    d_nabs.upload(nabs.data());
+                    d_code.upload(signed_map.data());
+                    d_off.upload(&off);
+                    d_x.upload(xh.data());
+                    for (int rows : {0, 1, 2, 4}) {
+                        bnbd::g_gemv_rows = rows;
+                        const int poison = rows & 1 ? 0x5A : 0xCD;
+                        d_y.poison(poison);
+                        const int rc =
+                            nested ? bnbd_gemv_4bit(dtype, qt, d_x.ptr(), static_cast<uint8_t*>(d_q.ptr()), nullptr,
+                                                    static_cast<uint8_t*>(d_qabs.ptr()), static_cast<float*>(d_nabs.ptr()),
+                                                    static_cast<float*>(d_code.ptr()), static_cast<float*>(d_off.ptr()),
+                                                    nbs, d_y.ptr(), n, k, bs, nullptr)
+                                   : bnbd_gemv_4bit(dtype, qt, d_x.ptr(), static_cast<uint8_t*>(d_q.ptr()),
+                                                    static_cast<float*>(d_abs.ptr()), nullptr, nullptr, nullptr, nullptr,
+                                                    0, d_y.ptr(), n, k, bs, nullptr);
+                        CK(cudaDeviceSynchronize());
+                        std::vector<uint8_t> yb(n * es + 1);
+                        d_y.download(yb.data());
+                        int64_t bad = -1;
+                        double got = 0, want = 0;
+                        for (int64_t r = 0; r < n && bad < 0; ++r) {
+                            got = bnbref::load_elem(dtype, yb.data(), r);
+                            want = yref[r];
+                            const double tol = acc_rel * ysum[r] + out_rel * (std::fabs(want) + acc_rel * ysum[r]) + 1e-30;
+                            if (!(std::fabs(got - want) <= tol)) bad = r;
+                        }
+                        const bool guards = d_y.guards_ok(poison);
+                        report(rc == 0 && bad < 0 && guards,
+                               "gemv_4bit %s %s n=%lld k=%lld bs=%d nested=%d nbs=%d mis=%d rows=%d: rc=%d first bad %lld "
+                               "(%.9g vs %.9g) guards=%d",
+                               dtname(dtype), qt ? "nf4" : "fp4", (long long)n, (long long)k, bs, nested, nbs,
+                               int(misalign), rows, rc, (long long)bad, got, want, int(guards));
+                    }
+                    bnbd::g_gemv_rows = 0;
+                }
+            }
+        }
+    }
+    // argument checks
+    report(bnbd_gemv_4bit(BNBD_BF16, BNBD_NF4, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0,
+                          nullptr, 4, 64, 64, nullptr) == BNBD_ERR_INVALID_ARGUMENT,
+           "gemv_4bit rejects missing scales");
+    report(bnbd_gemv_4bit(BNBD_BF16, BNBD_NF4, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0,
+                          nullptr, 4, 64, 48, nullptr) == BNBD_ERR_INVALID_ARGUMENT,
+           "gemv_4bit rejects blocksize 48");
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // mean
 
 static void test_mean(Rng& rng) {
@@ -1119,6 +1230,34 @@ static void run_benchmarks() {
             BCALL(bnbd_dequantize_4bit(BNBD_BF16, BNBD_NF4, packed[i & 1], abs4, nullptr, nullptr, nullptr, nullptr, 0,
                                        deq, M, bs, nullptr));
         });
+        // 4-bit GEMV 1 x 8192 . (8192 x 8192 NF4)^T, weights rotated between two 32 MiB buffers (more than L2)
+        {
+            const double gbytes = M / 2.0 + nb + nnb * 4.0 + 8192 * 2.0 * 2;
+            for (int rows : {0, 1, 2, 4}) {
+                bnbd::g_gemv_rows = rows;
+                char name[96];
+                std::snprintf(name, sizeof name, "gemv_4bit NF4 nested bf16 1x8192 . 8192x8192 rows/warp=%s",
+                              rows == 0 ? "auto" : rows == 1 ? "1" : rows == 2 ? "2" : "4");
+                bench(name, gbytes, rows == 0 ? 0.016 : 0, [&](int i) {
+                    BCALL(bnbd_gemv_4bit(BNBD_BF16, BNBD_NF4, xa[0], packed[i & 1], nullptr, qabs, nabs, d_nc, off,
+                                         nbs, deq, 8192, 8192, bs, nullptr));
+                });
+            }
+            bnbd::g_gemv_rows = 0;
+            bench("gemv_4bit NF4 plain absmax bf16 1x8192 . 8192x8192", M / 2.0 + nb * 4.0 + 8192 * 4.0, 0, [&](int i) {
+                BCALL(bnbd_gemv_4bit(BNBD_BF16, BNBD_NF4, xa[0], packed[i & 1], abs4, nullptr, nullptr, nullptr,
+                                     nullptr, 0, deq, 8192, 8192, bs, nullptr));
+            });
+            bench("gemv_4bit NF4 nested f32 1x8192 . 8192x8192", M / 2.0 + nb + nnb * 4.0 + 8192 * 8.0, 0, [&](int i) {
+                BCALL(bnbd_gemv_4bit(BNBD_F32, BNBD_NF4, xa[1], packed[i & 1], nullptr, qabs, nabs, d_nc, off, nbs,
+                                     deq, 8192, 8192, bs, nullptr));
+            });
+            bench("gemv_4bit NF4 nested bf16 1x4096 . 11008x4096 (7B MLP)", 11008.0 * 4096 / 2 + 11008.0 * 64, 0,
+                  [&](int i) {
+                      BCALL(bnbd_gemv_4bit(BNBD_BF16, BNBD_NF4, xa[0], packed[i & 1], nullptr, qabs, nabs, d_nc, off,
+                                           nbs, deq, 11008, 4096, bs, nullptr));
+                  });
+        }
         // int8 vector-wise 8192 x 8192 f16
         for (int k = 0; k < 2; ++k) {
             fill_kernel<<<4096, 256>>>(deq, M, 10u + k);
@@ -1195,6 +1334,8 @@ int main(int argc, char** argv) {
         lap("quantize_4bit");
         if (want("dequant4")) test_dequantize_4bit(rng);
         lap("dequantize_4bit");
+        if (want("gemv")) test_gemv_4bit(rng);
+        lap("gemv_4bit");
         if (want("mean")) test_mean(rng);
         lap("mean_f32");
         if (want("int8")) test_int8(rng);

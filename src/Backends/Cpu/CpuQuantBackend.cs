@@ -9,7 +9,7 @@ namespace BnbDist.Backends.Cpu;
 /// The CPU implementation of every quantization op, in C#: blocks are processed in parallel, absmax and
 /// normalization use SIMD, and the arithmetic follows the kernels' numerical contract bit for bit.
 /// </summary>
-public sealed unsafe class CpuQuantBackend : QuantBackendBase
+public sealed unsafe partial class CpuQuantBackend : QuantBackendBase
 {
     /// <summary>Elements handed to one parallel work item (small enough to spread over cores, large enough to amortize).</summary>
     private const long ElementsPerTask = 1 << 16;

@@ -9,7 +9,7 @@ namespace BnbDist.Backends.Cuda;
 /// Kernels are launched on the legacy default stream, which TorchSharp's own ops use, so they are ordered with
 /// them without extra synchronization. The tensor's device is made current first, for multi-GPU processes.
 /// </remarks>
-public sealed unsafe class CudaQuantBackend : QuantBackendBase
+public sealed unsafe partial class CudaQuantBackend : QuantBackendBase
 {
     /// <inheritdoc/>
     public override string Name => "cuda";

@@ -8,7 +8,7 @@ public static partial class KernelLibrary
     internal const string Name = "bnbdist_kernels";
 
     /// <summary>The ABI version this assembly was written against (BNBD_ABI_VERSION in bnbdist_kernels.h).</summary>
-    public const int AbiVersion = 2;
+    public const int AbiVersion = 3;
 
     /// <summary>File name of the library.</summary>
     public const string FileName = "libbnbdist_kernels.so";
@@ -123,6 +123,11 @@ public static partial class KernelLibrary
     internal static unsafe partial int bnbd_dequantize_4bit(int dtype, int quantType, byte* A, float* absmax,
         byte* qabsmax, float* nestedAbsmax, float* nestedCode, float* offset, int nestedBlocksize, void* output,
         long n, int blocksize, IntPtr stream);
+
+    [LibraryImport(Name)]
+    internal static unsafe partial int bnbd_gemv_4bit(int dtype, int quantType, void* x, byte* W, float* absmax,
+        byte* qabsmax, float* nestedAbsmax, float* nestedCode, float* offset, int nestedBlocksize, void* y, long rows,
+        long k, int blocksize, IntPtr stream);
 
     [LibraryImport(Name)]
     internal static partial long bnbd_mean_workspace_bytes(long n);

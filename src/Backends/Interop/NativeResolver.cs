@@ -31,6 +31,8 @@ internal static class NativeResolver
                 return NativeLibrary.TryLoad("libcuda.so.1", out var h) ? h : IntPtr.Zero;
             case KernelLibrary.Name:
                 return KernelLibrary.Handle;
+            case CublasLt.Name:
+                return CublasLt.Handle;
             default:
                 return IntPtr.Zero;
         }

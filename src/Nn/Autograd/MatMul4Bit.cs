@@ -20,6 +20,32 @@ internal sealed class MatMul4Bit : torch.autograd.SingleTensorFunction<MatMul4Bi
     public static Tensor Apply(Tensor x, Tensor packed, QuantState state, Tensor? bias) =>
         bias is null ? apply(x, packed, state) : apply(x, packed, state, bias);
 
+    /// <summary>
+    /// The Linear4bit forward: on CUDA, for a single input row (product of the leading dimensions 1) when no gradient is needed
+    /// (inference, decode), the 4-bit GEMV kernel, which reads the packed weight once and never dequantizes it (as bitsandbytes'
+    /// <c>matmul_4bit</c> does); otherwise <see cref="Apply"/> (dequantize + matmul, with autograd).
+    /// </summary>
+    public static Tensor Forward(Tensor x, Tensor packed, QuantState state, Tensor? bias)
+    {
+        if (!UsesGemv(x, state, bias))
+        {
+            return Apply(x, packed, state, bias);
+        }
+
+        var y = Functional.Gemv4Bit(x, packed, state);
+        if (bias is not null)
+        {
+            y.add_(bias);
+        }
+
+        return y;
+    }
+
+    /// <summary>Whether <see cref="Forward"/> takes the GEMV kernel for these arguments.</summary>
+    internal static bool UsesGemv(Tensor x, QuantState state, Tensor? bias) =>
+        x.device_type == DeviceType.CUDA && x.dim() >= 1 && x.shape[^1] > 0 && x.numel() == x.shape[^1] && state.Shape.Count == 2 &&
+        !(torch.is_grad_enabled() && (x.requires_grad || (bias?.requires_grad ?? false)));
+
     public override Tensor forward(torch.autograd.AutogradContext ctx, params object[] vars)
     {
         var x = (Tensor)vars[0];

@@ -7,7 +7,7 @@ namespace BnbDist;
 /// bitsandbytes' functional quantization API in C#: blockwise 8-bit, 4-bit NF4/FP4 with double quantization, and
 /// LLM.int8 row-wise quantization. Ops run on the backend of their tensors' device (CPU or CUDA).
 /// </summary>
-public static class Functional
+public static partial class Functional
 {
     /// <summary>Block size of the nested (double) quantization of 4-bit absmax, as in bitsandbytes.</summary>
     public const int NestedBlocksize4Bit = 256;
@@ -138,10 +138,7 @@ public static class Functional
 
         var backend = QuantBackends.For(A.device);
         @out ??= empty([.. state.Shape], state.DType, A.device);
-        var scales = state.Nested
-            ? FourBitScales.Nested(state.Absmax, state.State2!.Absmax, state.State2.Code, state.Offset!, state.State2.BlockSize)
-            : FourBitScales.Plain(state.Absmax);
-        backend.Dequantize4Bit(A, quantType, scales, @out, state.BlockSize);
+        backend.Dequantize4Bit(A, quantType, ScalesOf(state), @out, state.BlockSize);
         return @out;
     }
 
@@ -210,9 +207,12 @@ public static class Functional
     }
 
     /// <summary>
-    /// int8 × int8ᵀ → int32 (bitsandbytes' <c>int8_linear_matmul</c>): A [rows, K] · B [N, K]ᵀ. Computed exactly (through f64
-    /// products, exact while K·127² &lt; 2^53).
+    /// int8 × int8ᵀ → int32 (bitsandbytes' <c>int8_linear_matmul</c>): A [..., K] · B [N, K]ᵀ → [..., N], exact. On CUDA through
+    /// cuBLASLt's int8 tensor-core GEMM (K and N multiples of 4; other shapes through an exact f64 matmul), on the CPU through f64
+    /// (exact: see <see cref="QuantBackendBase.MaxInt8MatmulK"/>).
     /// </summary>
+    /// <exception cref="ArgumentException">Not int8, B not [N, K], K above <see cref="QuantBackendBase.MaxInt8MatmulK"/>, or the
+    /// tensors on different devices.</exception>
     public static Tensor Int8LinearMatmul(Tensor A, Tensor B)
     {
         ArgumentNullException.ThrowIfNull(A);
@@ -222,15 +222,22 @@ public static class Functional
             throw new ArgumentException($"A and B must be int8; got {A.dtype} and {B.dtype}.", A.dtype != ScalarType.Int8 ? nameof(A) : nameof(B));
         }
 
-        if (B.dim() != 2 || A.shape[^1] != B.shape[1])
+        if (A.dim() < 1 || B.dim() != 2 || A.shape[^1] != B.shape[1])
         {
-            throw new ArgumentException($"B must be [N, K] with K = A's last dimension ({A.shape[^1]}); got [{string.Join(", ", B.shape)}].", nameof(B));
+            throw new ArgumentException($"B must be [N, K] with K = A's last dimension ({(A.dim() < 1 ? 0 : A.shape[^1])}); got [{string.Join(", ", B.shape)}].", nameof(B));
         }
 
-        using var a = A.to_type(ScalarType.Float64);
-        using var b = B.to_type(ScalarType.Float64);
-        using var prod = a.matmul(b.t());
-        return prod.to_type(ScalarType.Int32);
+        var k = A.shape[^1];
+        var rows = A.shape.SkipLast(1).Aggregate(1L, (p, d) => p * d);
+
+        var shape = A.shape.ToArray();
+        shape[^1] = B.shape[0];
+        var output = empty(shape, ScalarType.Int32, A.device);
+        using var a2 = A.contiguous().reshape(rows, k);
+        using var b2 = B.contiguous();
+        using var o2 = output.view(rows, B.shape[0]);
+        QuantBackends.For(A.device).Int8LinearMatmul(a2, b2, o2);
+        return output;
     }
 
     /// <summary>
@@ -317,6 +324,11 @@ public static class Functional
         var scalarOffset = offset.reshape([]);
         return (qabsmax, scalarOffset, new QuantState(nestedAbsmax, [blocks], ScalarType.Float32, nestedBlocksize, code));
     }
+
+    /// <summary>The 4-bit scales a state holds, as the backends take them.</summary>
+    private static FourBitScales ScalesOf(QuantState state) => state.Nested
+        ? FourBitScales.Nested(state.Absmax, state.State2!.Absmax, state.State2.Code, state.Offset!, state.State2.BlockSize)
+        : FourBitScales.Plain(state.Absmax);
 
     private static Tensor DequantizeAbsmax(IQuantBackend backend, QuantState state)
     {
