@@ -28,7 +28,8 @@ public sealed class MultiNodeTests
     public void ASecondNodeWithTheWrongTokenIsRefusedWithAClearMessage()
     {
         using var net = NetNsPair.Create();
-        using var node0 = net.Start(0, [.. Args(net, 0), "--timeout-s", "5"], token: "right-token");
+        // Node 0 waits for node 1 in the rendezvous; the rendezvous timeout bounds that wait.
+        using var node0 = net.Start(0, ["--rdzv-timeout", "5", .. Args(net, 0), "--timeout-s", "5"], token: "right-token");
         using var node1 = net.Start(1, [.. Args(net, 1), "--timeout-s", "5"], token: "wrong-token");
         Assert.True(node1.Process.WaitForExit(TimeSpan.FromMinutes(2)), node1.Output);
         node1.Process.WaitForExit();
