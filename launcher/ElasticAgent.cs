@@ -1,4 +1,6 @@
 using System.Net;
+using System.Net.NetworkInformation;
+using System.Net.Sockets;
 using BnbDist.Collectives.Store;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -6,9 +8,11 @@ using Microsoft.Extensions.Logging;
 namespace BnbDist.Launcher;
 
 /// <summary>
-/// The per-node agent (after torchrun's elastic agent): hosts the rendezvous store on node 0, starts this node's
-/// workers, and on a worker failure stops the rest and restarts the whole group up to <c>--max-restarts</c> times
-/// with backoff; finally exits with the failing worker's exit code. SIGINT/SIGTERM stop every worker.
+/// The per-node agent (after torchrun's elastic agent). Node 0 hosts the rendezvous store; every agent joins a
+/// rendezvous round (<see cref="Rendezvous"/>), starts its workers with the round's world, and supervises the round
+/// (<see cref="RoundSupervisor"/>): a failure on any node, or a node whose agent stops heartbeating, ends the round on
+/// every node, and all agents restart together in the next round up to <c>--max-restarts</c>, then exit with the
+/// failing worker's exit code. SIGINT/SIGTERM stop every worker.
 /// </summary>
 internal sealed class ElasticAgent(LaunchOptions options, ILogger<ElasticAgent> logger, IHostApplicationLifetime lifetime) : BackgroundService
 {
@@ -17,73 +21,113 @@ internal sealed class ElasticAgent(LaunchOptions options, ILogger<ElasticAgent> 
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        TcpStoreServer? store = null;
+        await Task.Yield(); // the store calls below block; keep them off the host's start-up path
+        TcpStoreServer? server = null;
+        TcpStoreClient? store = null;
         try
         {
-            if (options.NodeRank == 0)
+            server = HostStore();
+            store = await TcpStoreClient.ConnectAsync(server is null ? options.MasterAddr : "127.0.0.1", options.MasterPort, new StoreOptions
             {
-                var bind = options.NNodes > 1 ? IPAddress.Any : IPAddress.Loopback;
-                store = new TcpStoreServer(options.MasterPort, new StoreOptions { BindAddress = bind, Token = StoreOptions.TokenFromEnvironment() }, logger).Start();
-            }
-
-            ExitCode = await RunAttemptsAsync(stoppingToken).ConfigureAwait(false);
+                Token = StoreOptions.TokenFromEnvironment(),
+                ConnectTimeout = options.RendezvousTimeout,
+                // A store that stops answering is a dead node 0: give up after the heartbeat timeout, not the 5-minute default.
+                OperationTimeout = options.HeartbeatTimeout,
+            }, stoppingToken).ConfigureAwait(false);
+            ExitCode = await RunRoundsAsync(new Rendezvous(store, options, server is not null, logger), stoppingToken).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
             ExitCode = 130;
         }
-        catch (Exception ex) when (ex is System.Net.Sockets.SocketException or InvalidOperationException or System.ComponentModel.Win32Exception)
+        catch (Exception ex) when (ex is SocketException or InvalidOperationException or System.ComponentModel.Win32Exception or StoreException or TimeoutException)
         {
-            logger.LogError("bnbrun failed: {Message}", ex.Message);
+            logger.LogError("bnbrun failed: {Message}", ex is StoreException ? ex.Message + " (did node 0's agent stop?)" : ex.Message);
             ExitCode = 1;
         }
         finally
         {
-            if (store is not null)
+            store?.Dispose();
+            if (server is not null)
             {
-                await store.DisposeAsync().ConfigureAwait(false);
+                await server.DisposeAsync().ConfigureAwait(false);
             }
 
             lifetime.StopApplication();
         }
     }
 
-    private async Task<int> RunAttemptsAsync(CancellationToken ct)
+    private async Task<int> RunRoundsAsync(Rendezvous rendezvous, CancellationToken ct)
     {
-        for (var attempt = 0; ; attempt++)
+        for (var round = rendezvous.IsHost ? 0 : -1; ; round++)
         {
-            using var group = new WorkerGroup(options, attempt, logger);
-            group.Start();
-            GroupResult result;
-            try
+            var info = await rendezvous.JoinAsync(round, ct).ConfigureAwait(false);
+            if (info is null)
             {
-                result = await group.WaitAsync(ct).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                logger.LogWarning("bnbrun interrupted: stopping all workers.");
-                await group.StopAsync().ConfigureAwait(false);
-                throw;
-            }
-
-            if (result.Success)
-            {
-                logger.LogInformation("All {Count} worker(s) finished successfully.", options.NProcPerNode);
+                logger.LogInformation("The job finished while this node waited to join; nothing to do.");
                 return 0;
             }
 
-            var summary = $"rank {result.FailedRank} failed with exit code {result.ExitCode}" +
-                          (result.Error is null ? " (no error record)." : $":\n{result.Error}");
-            if (attempt >= options.MaxRestarts)
+            round = info.Round;
+            var failure = await new RoundSupervisor(options, rendezvous, info, logger).RunAsync(ct).ConfigureAwait(false);
+            if (failure is null)
             {
-                logger.LogError("Job failed after {Attempts} attempt(s): {Summary}", attempt + 1, summary);
-                return result.ExitCode;
+                logger.LogInformation("All {Count} worker(s) of node {Node} finished successfully; so did every node of the round.", options.NProcPerNode, info.NodeRank);
+                await rendezvous.FinishAsync(info, 0, ct).ConfigureAwait(false);
+                return 0;
             }
 
-            var backoff = TimeSpan.FromSeconds(Math.Min(30, Math.Pow(2, attempt)));
-            logger.LogWarning("Attempt {Attempt}: {Summary}\nRestarting the group in {Delay} s ({Left} restart(s) left).",
-                attempt, summary, backoff.TotalSeconds, options.MaxRestarts - attempt);
+            if (round >= options.MaxRestarts)
+            {
+                logger.LogError("Job failed after {Attempts} attempt(s): {Summary}", round + 1, failure.Summary);
+                await rendezvous.FinishAsync(info, failure.ExitCode, ct).ConfigureAwait(false);
+                return failure.ExitCode;
+            }
+
+            var backoff = TimeSpan.FromSeconds(Math.Min(30, Math.Pow(2, round)));
+            logger.LogWarning("Attempt {Attempt}: {Summary}\nRestarting the group in {Delay} s ({Left} restart(s) left) in rendezvous round {Next}.",
+                round, failure.Summary, backoff.TotalSeconds, options.MaxRestarts - round, round + 1);
             await Task.Delay(backoff, ct).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Starts the store if this agent hosts it: for a fixed node count, node 0; when elastic, the first agent on the
+    /// host of <c>--master-addr</c> to bind the port (torchrun's rule), the others on that host become clients.
+    /// </summary>
+    private TcpStoreServer? HostStore()
+    {
+        if (options.Elastic ? !IsLocal(options.MasterAddr) : options.NodeRank != 0)
+        {
+            return null;
+        }
+
+        var bind = options.MaxNodes > 1 ? IPAddress.Any : IPAddress.Loopback;
+        var server = new TcpStoreServer(options.MasterPort, new StoreOptions { BindAddress = bind, Token = StoreOptions.TokenFromEnvironment() }, logger);
+        try
+        {
+            return server.Start();
+        }
+        catch (SocketException ex) when (options.Elastic && ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        {
+            logger.LogInformation("Port {Port} is taken on this host: joining the store there as a client.", options.MasterPort);
+            return null;
+        }
+    }
+
+    private static bool IsLocal(string host)
+    {
+        if (host is "localhost" || string.Equals(host, Dns.GetHostName(), StringComparison.OrdinalIgnoreCase))
+        {
+            return true;
+        }
+
+        if (!IPAddress.TryParse(host, out var address))
+        {
+            return false;
+        }
+
+        return IPAddress.IsLoopback(address) || NetworkInterface.GetAllNetworkInterfaces()
+            .SelectMany(i => i.GetIPProperties().UnicastAddresses).Any(u => u.Address.Equals(address));
     }
 }

@@ -7,11 +7,25 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 var nproc = new Option<string>("--nproc", "--nproc-per-node") { Description = "Workers per node, or 'auto' (number of GPUs, else 1).", DefaultValueFactory = _ => "1" };
-var nnodes = new Option<string>("--nnodes") { Description = "Number of nodes (M; elastic MIN:MAX is not supported yet).", DefaultValueFactory = _ => "1" };
-var nodeRank = new Option<int>("--node-rank") { Description = "This node's index.", DefaultValueFactory = _ => 0 };
+var nnodes = new Option<string>("--nnodes")
+{
+    Description = "Number of nodes: N (fixed; ranks follow --node-rank) or MIN:MAX (elastic: a rendezvous round starts once MAX " +
+                  "nodes joined, or MIN joined and --rdzv-last-call passed; node ranks follow the join order, node 0 = the store host; " +
+                  "late nodes wait for the next round).",
+    DefaultValueFactory = _ => "1",
+};
+var nodeRank = new Option<int>("--node-rank") { Description = "This node's index with a fixed --nnodes (node 0 hosts the store); elastic nodes get theirs in join order.", DefaultValueFactory = _ => 0 };
 var masterAddr = new Option<string>("--master-addr") { Description = "Host of node 0 (the rendezvous store).", DefaultValueFactory = _ => "127.0.0.1" };
 var masterPort = new Option<int>("--master-port") { Description = "Port of the rendezvous store.", DefaultValueFactory = _ => 29500 };
-var maxRestarts = new Option<int>("--max-restarts") { Description = "Restarts of the whole group after a worker failure.", DefaultValueFactory = _ => 0 };
+var maxRestarts = new Option<int>("--max-restarts")
+{
+    Description = "Restarts of the whole job after a worker failure on any node (or a lost node): every node's agent stops its workers " +
+                  "and all join a new rendezvous round (TORCHELASTIC_RESTART_COUNT = round).",
+    DefaultValueFactory = _ => 0,
+};
+var lastCall = new Option<double>("--rdzv-last-call") { Description = "Seconds an elastic round stays open for more nodes once MIN joined.", DefaultValueFactory = _ => 5 };
+var rdzvTimeout = new Option<double>("--rdzv-timeout") { Description = "Seconds to wait for a round to reach MIN nodes (or to be let into one).", DefaultValueFactory = _ => 300 };
+var heartbeatTimeout = new Option<double>("--heartbeat-timeout") { Description = "Seconds of silence after which a node's agent counts as dead (its round fails on every node).", DefaultValueFactory = _ => 15 };
 var backend = new Option<string>("--backend") { Description = "auto | nccl | cpu (passed to workers as BNBDIST_BACKEND).", DefaultValueFactory = _ => "auto" };
 var logDir = new Option<string?>("--log-dir") { Description = "Write each rank's output and error record under this folder." };
 var tee = new Option<bool>("--tee") { Description = "With --log-dir, also print worker output to the console." };
@@ -22,7 +36,7 @@ var programArgs = new Argument<string[]>("args") { Description = "Arguments for 
 
 var root = new RootCommand("bnbrun: start a BnbDist job (torchrun's flags and environment variables).")
 {
-    nproc, nnodes, nodeRank, masterAddr, masterPort, maxRestarts, backend, logDir, tee, standalone, rdzvId, program, programArgs,
+    nproc, nnodes, nodeRank, masterAddr, masterPort, maxRestarts, lastCall, rdzvTimeout, heartbeatTimeout, backend, logDir, tee, standalone, rdzvId, program, programArgs,
     CheckpointCommand.Create(),
 };
 root.TreatUnmatchedTokensAsErrors = false;
@@ -36,33 +50,47 @@ root.SetAction(parse =>
         return 2;
     }
 
-    if (!int.TryParse(parse.GetValue(nnodes), out var nodes) || nodes < 1)
+    if (!TryParseNodes(parse.GetValue(nnodes)!, out var minNodes, out var maxNodes))
     {
-        Console.Error.WriteLine($"bnbrun: --nnodes must be a positive integer (elastic MIN:MAX is not supported yet); got '{parse.GetValue(nnodes)}'.");
+        Console.Error.WriteLine($"bnbrun: --nnodes must be N or MIN:MAX with 1 <= MIN <= MAX; got '{parse.GetValue(nnodes)}'.");
         return 2;
+    }
+
+    var seconds = new[] { (lastCall, 0.0), (rdzvTimeout, 0.1), (heartbeatTimeout, 0.1) };
+    foreach (var (option, least) in seconds)
+    {
+        if (!(parse.GetValue(option) >= least))
+        {
+            Console.Error.WriteLine($"bnbrun: {option.Name} must be at least {least} seconds; got {parse.GetValue(option)}.");
+            return 2;
+        }
     }
 
     var isStandalone = parse.GetValue(standalone);
     var options = new LaunchOptions
     {
         NProcPerNode = procs,
-        NNodes = isStandalone ? 1 : nodes,
+        MinNodes = isStandalone ? 1 : minNodes,
+        MaxNodes = isStandalone ? 1 : maxNodes,
         NodeRank = isStandalone ? 0 : parse.GetValue(nodeRank),
         MasterAddr = isStandalone ? "127.0.0.1" : parse.GetValue(masterAddr)!,
         MasterPort = isStandalone ? FreePort() : parse.GetValue(masterPort),
         MaxRestarts = Math.Max(0, parse.GetValue(maxRestarts)),
+        LastCall = TimeSpan.FromSeconds(parse.GetValue(lastCall)),
+        RendezvousTimeout = TimeSpan.FromSeconds(parse.GetValue(rdzvTimeout)),
+        HeartbeatTimeout = TimeSpan.FromSeconds(parse.GetValue(heartbeatTimeout)),
         Backend = parse.GetValue(backend)!,
         LogDir = parse.GetValue(logDir),
         Tee = parse.GetValue(tee),
         Standalone = isStandalone,
         Program = parse.GetValue(program)!,
         // Every node must agree on the id (it prefixes the store keys); one node can make up its own.
-        RunId = parse.GetValue(rdzvId) ?? (!isStandalone && nodes > 1 ? "bnbdist-job" : Guid.NewGuid().ToString("N")[..12]),
+        RunId = parse.GetValue(rdzvId) ?? (!isStandalone && maxNodes > 1 ? "bnbdist-job" : Guid.NewGuid().ToString("N")[..12]),
         ProgramArgs = [.. parse.GetValue(programArgs) ?? [], .. parse.UnmatchedTokens],
     };
-    if (options.NodeRank < 0 || options.NodeRank >= options.NNodes)
+    if (!options.Elastic && (options.NodeRank < 0 || options.NodeRank >= options.MaxNodes))
     {
-        Console.Error.WriteLine($"bnbrun: --node-rank must be in 0..{options.NNodes - 1}; got {options.NodeRank}.");
+        Console.Error.WriteLine($"bnbrun: --node-rank must be in 0..{options.MaxNodes - 1}; got {options.NodeRank}.");
         return 2;
     }
 
@@ -92,6 +120,14 @@ root.SetAction(parse =>
     return agent.ExitCode;
 });
 return root.Parse(args).Invoke();
+
+static bool TryParseNodes(string text, out int min, out int max)
+{
+    var parts = text.Split(':');
+    min = max = 0;
+    var ok = parts.Length is 1 or 2 && int.TryParse(parts[0], out min) && int.TryParse(parts[^1], out max);
+    return ok && min >= 1 && max >= min;
+}
 
 static int FreePort()
 {

@@ -8,28 +8,28 @@ namespace BnbDist.Launcher;
 /// <summary>The outcome of one attempt: success, or the first failing worker with its exit code and error record.</summary>
 internal sealed record GroupResult(bool Success, int FailedRank, int ExitCode, string? Error);
 
-/// <summary>One attempt's worker processes on this node: started together, watched, stopped together.</summary>
+/// <summary>One rendezvous round's worker processes on this node: started together, watched, stopped together.</summary>
 internal sealed class WorkerGroup : IDisposable
 {
     private readonly LaunchOptions options;
-    private readonly int attempt;
+    private readonly RoundInfo round;
     private readonly ILogger logger;
     private readonly List<(int Rank, Process Process, string ErrorFile, StreamWriter? Log)> workers = [];
     private readonly object consoleLock = new();
 
-    public WorkerGroup(LaunchOptions options, int attempt, ILogger logger)
+    public WorkerGroup(LaunchOptions options, RoundInfo round, ILogger logger)
     {
         this.options = options;
-        this.attempt = attempt;
+        this.round = round;
         this.logger = logger;
     }
 
     public void Start()
     {
-        var attemptDir = Path.Combine(options.LogDir ?? Path.Combine(Path.GetTempPath(), "bnbrun", options.RunId), $"attempt_{attempt}");
+        var attemptDir = Path.Combine(options.LogDir ?? Path.Combine(Path.GetTempPath(), "bnbrun", options.RunId), $"attempt_{round.Round}");
         for (var local = 0; local < options.NProcPerNode; local++)
         {
-            var rank = (options.NodeRank * options.NProcPerNode) + local;
+            var rank = (round.NodeRank * options.NProcPerNode) + local;
             var rankDir = Path.Combine(attemptDir, $"rank_{rank}");
             Directory.CreateDirectory(rankDir);
             var errorFile = Path.Combine(rankDir, "error.json");
@@ -51,10 +51,12 @@ internal sealed class WorkerGroup : IDisposable
         }
 
         logger.LogInformation("Started {Count} worker(s), ranks {First}..{Last} of {World}, attempt {Attempt}.",
-            workers.Count, workers[0].Rank, workers[^1].Rank, options.WorldSize, attempt);
+            workers.Count, workers[0].Rank, workers[^1].Rank, WorldSize, round.Round);
     }
 
-    /// <summary>Waits until every worker succeeded, or one failed (then stops the others).</summary>
+    private int WorldSize => round.NNodes * options.NProcPerNode;
+
+    /// <summary>Waits until every worker succeeded, or one failed (the caller reports it, then stops the others).</summary>
     public async Task<GroupResult> WaitAsync(CancellationToken ct)
     {
         var pending = workers.ToDictionary(w => w.Process.WaitForExitAsync(ct), w => w);
@@ -69,7 +71,6 @@ internal sealed class WorkerGroup : IDisposable
             {
                 var error = ReadError(w.ErrorFile);
                 logger.LogError("Rank {Rank} exited with code {Code}; stopping the other workers.", w.Rank, w.Process.ExitCode);
-                await StopAsync().ConfigureAwait(false);
                 return new GroupResult(false, w.Rank, w.Process.ExitCode, error);
             }
         }
@@ -146,19 +147,23 @@ internal sealed class WorkerGroup : IDisposable
         string Str(int v) => v.ToString(CultureInfo.InvariantCulture);
         psi.Environment["RANK"] = Str(rank);
         psi.Environment["LOCAL_RANK"] = Str(local);
-        psi.Environment["WORLD_SIZE"] = Str(options.WorldSize);
+        psi.Environment["WORLD_SIZE"] = Str(WorldSize);
         psi.Environment["LOCAL_WORLD_SIZE"] = Str(options.NProcPerNode);
-        psi.Environment["GROUP_RANK"] = Str(options.NodeRank);
-        psi.Environment["NODE_RANK"] = Str(options.NodeRank);
+        psi.Environment["GROUP_RANK"] = Str(round.NodeRank);
+        psi.Environment["NODE_RANK"] = Str(round.NodeRank);
+        psi.Environment["GROUP_WORLD_SIZE"] = Str(round.NNodes);
         psi.Environment["ROLE_RANK"] = Str(rank);
         psi.Environment["MASTER_ADDR"] = options.MasterAddr;
         psi.Environment["MASTER_PORT"] = Str(options.MasterPort);
-        psi.Environment["TORCHELASTIC_RESTART_COUNT"] = Str(attempt);
+        // Every new round follows a failure somewhere in the job, so the round number is the job-wide restart count.
+        psi.Environment["TORCHELASTIC_RESTART_COUNT"] = Str(round.Round);
         psi.Environment["TORCHELASTIC_MAX_RESTARTS"] = Str(options.MaxRestarts);
         psi.Environment["TORCHELASTIC_RUN_ID"] = options.RunId;
         psi.Environment["TORCHELASTIC_ERROR_FILE"] = errorFile;
         psi.Environment["BNBDIST_BACKEND"] = options.Backend;
         psi.Environment["NCCL_NVLS_ENABLE"] = "0";
+        // Workers exit when this agent dies (even by SIGKILL), instead of lingering as orphans: see AgentWatchdog.
+        psi.Environment["BNBDIST_AGENT_PID"] = Str(Environment.ProcessId);
         return psi;
     }
 

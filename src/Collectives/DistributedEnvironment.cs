@@ -218,11 +218,13 @@ public sealed record DistributedEnvironment
 
     /// <summary>
     /// Runs a worker's body with error recording: an exception is written to the error file for the launcher's
-    /// summary, printed, and turned into exit code 1.
+    /// summary, printed, and turned into exit code 1. Under <c>bnbrun</c> the worker also exits if its agent dies
+    /// (<see cref="AgentWatchdog"/>).
     /// </summary>
     public static int RunWorker(Func<DistributedEnvironment, int> body)
     {
         ArgumentNullException.ThrowIfNull(body);
+        AgentWatchdog.Start();
         var env = FromEnvironment();
         try
         {

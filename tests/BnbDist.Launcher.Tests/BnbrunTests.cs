@@ -62,7 +62,7 @@ public class BnbrunTests
         Assert.True(p.Process.WaitForExit(TimeSpan.FromSeconds(10)), "bnbrun did not exit");
         Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"bnbrun took {sw.Elapsed} to stop after the kill");
         Assert.NotEqual(0, p.Process.ExitCode);
-        Assert.All(workerPids, w => Assert.False(IsAlive(w), $"worker {w} still running"));
+        Assert.All(workerPids, w => Assert.False(Bnbrun.IsAlive(w), $"worker {w} still running"));
     }
 
     [Fact]
@@ -73,7 +73,7 @@ public class BnbrunTests
         var workerPids = p.WorkerPids();
         Bnbrun.Sigterm(p.Process.Id);
         Assert.True(p.Process.WaitForExit(TimeSpan.FromSeconds(20)), "bnbrun did not exit on SIGTERM");
-        Assert.All(workerPids, w => Assert.False(IsAlive(w), $"worker {w} still running"));
+        Assert.All(workerPids, w => Assert.False(Bnbrun.IsAlive(w), $"worker {w} still running"));
     }
 
     [Fact]
@@ -103,7 +103,7 @@ public class BnbrunTests
 
             Assert.True(p.Process.HasExited, $"fault {i}: bnbrun still running after 60 s");
             Assert.Equal(1, p.Process.ExitCode);
-            Assert.All(workers, w => Assert.False(IsAlive(w), $"fault {i}: worker {w} still running"));
+            Assert.All(workers, w => Assert.False(Bnbrun.IsAlive(w), $"fault {i}: worker {w} still running"));
         }
     }
 
@@ -114,18 +114,5 @@ public class BnbrunTests
         var missing = Bnbrun.Run(["--nproc", "1", "/nonexistent/worker.dll"]);
         Assert.Equal(2, missing.ExitCode);
         Assert.Contains("program not found", missing.Output, StringComparison.Ordinal);
-    }
-
-    private static bool IsAlive(int pid)
-    {
-        try
-        {
-            using var proc = Process.GetProcessById(pid);
-            return !proc.HasExited;
-        }
-        catch (ArgumentException)
-        {
-            return false;
-        }
     }
 }

@@ -43,6 +43,21 @@ internal static partial class Bnbrun
 
     public static void Sigterm(int pid) => _ = Kill(pid, 15);
 
+    public static void Signal(int pid, int signal) => _ = Kill(pid, signal);
+
+    public static bool IsAlive(int pid)
+    {
+        try
+        {
+            using var proc = Process.GetProcessById(pid);
+            return !proc.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+    }
+
     public static string CheckWorker => Built("tests/Workers/CollectiveCheckWorker", "CollectiveCheckWorker.dll");
 
     /// <summary>The path of <paramref name="file"/> as built from <paramref name="project"/> (a repo-relative folder) in this configuration.</summary>

@@ -1,7 +1,9 @@
 // Test worker for bnbrun: joins the group, all-reduces rank+1, and misbehaves on request:
 //   --fail-rank R        rank R throws before joining (on the first attempt only with --fail-once)
+//   --fail-marker PATH   with --fail-rank: fail only while PATH does not exist (the failure creates it), on any attempt
 //   --exit-code C        rank 0 exits with C after the collective
 //   --hang-rank R        rank R prints its pid and sleeps inside the job (to be killed)
+//   --sleep-ms N         every rank sleeps N ms after the all-reduce (a job that runs a while)
 //   --timeout-s N        time limit for joining the group (default 30)
 //   --absent-rank R      rank R exits successfully without ever joining (a worker that never shows up)
 using BnbDist.Collectives;
@@ -15,8 +17,14 @@ int Arg(string name, int fallback)
 
 return DistributedEnvironment.RunWorker(env =>
 {
-    if (Arg("--fail-rank", -1) == env.Rank && (!args.Contains("--fail-once") || env.RestartCount == 0))
+    var marker = Array.IndexOf(args, "--fail-marker") is var m and >= 0 ? args[m + 1] : null;
+    if (Arg("--fail-rank", -1) == env.Rank && (!args.Contains("--fail-once") || env.RestartCount == 0) && (marker is null || !File.Exists(marker)))
     {
+        if (marker is not null)
+        {
+            File.WriteAllText(marker, $"failed once on rank {env.Rank}");
+        }
+
         throw new InvalidOperationException($"injected failure on rank {env.Rank} (attempt {env.RestartCount})");
     }
 
@@ -32,6 +40,7 @@ return DistributedEnvironment.RunWorker(env =>
         using var t = full(4, env.Rank + 1f);
         comm.AllReduce(t);
         Console.WriteLine($"rank {env.Rank}/{env.WorldSize} local {env.LocalRank} attempt {env.RestartCount}: sum {t[0].item<float>()}");
+        Thread.Sleep(Arg("--sleep-ms", 0));
         if (Arg("--hang-rank", -1) == env.Rank)
         {
             Console.WriteLine($"pid {Environment.ProcessId}");
