@@ -3,8 +3,11 @@ using System.Text.Json.Nodes;
 
 namespace BnbDist.Bench;
 
-/// <summary>One benchmark row: the median time of an op and its effective bandwidth (bytes read + written).</summary>
-internal sealed record BenchResult(string Name, double MedianMs, double MinMs, double MaxMs, int Repeats, long Bytes, string? Note = null)
+/// <summary>
+/// One benchmark row: the median time of an op and its effective bandwidth (bytes read + written); optimizer rows also
+/// carry their state bytes per parameter.
+/// </summary>
+internal sealed record BenchResult(string Name, double MedianMs, double MinMs, double MaxMs, int Repeats, long Bytes, string? Note = null, double? StateBytesPerParam = null)
 {
     public double GBps => Bytes / (MedianMs * 1e-3) / 1e9;
 }
@@ -40,6 +43,11 @@ internal static class ResultsFile
             if (r.Note is not null)
             {
                 row["note"] = r.Note;
+            }
+
+            if (r.StateBytesPerParam is { } sb)
+            {
+                row["state_bytes_per_param"] = Math.Round(sb, 4);
             }
 
             rows.Add(row);
