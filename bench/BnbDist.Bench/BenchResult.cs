@@ -3,10 +3,13 @@ using System.Text.Json.Nodes;
 
 namespace BnbDist.Bench;
 
-/// <summary>One benchmark row: the median time of an op and its effective bandwidth (bytes read + written).</summary>
+/// <summary>
+/// One benchmark row: the median time of an op and its effective bandwidth (bytes read + written); optimizer rows also
+/// carry their state bytes per parameter.
+/// </summary>
 /// <remarks>A row with a <see cref="Unit"/> is a measured quantity (<see cref="Value"/>, e.g. bits per parameter), not a timing.</remarks>
 internal sealed record BenchResult(string Name, double MedianMs, double MinMs, double MaxMs, int Repeats, long Bytes, string? Note = null,
-    double Value = 0, string? Unit = null)
+    double Value = 0, string? Unit = null, double? StateBytesPerParam = null)
 {
     public double GBps => Bytes / (MedianMs * 1e-3) / 1e9;
 }
@@ -49,6 +52,11 @@ internal static class ResultsFile
             if (r.Note is not null)
             {
                 row["note"] = r.Note;
+            }
+
+            if (r.StateBytesPerParam is { } sb)
+            {
+                row["state_bytes_per_param"] = Math.Round(sb, 4);
             }
 
             rows.Add(row);

@@ -10,14 +10,29 @@
 // shared-memory bucket table (src/codesearch.cuh, ties-up rule), built once per CTA.
 #include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 
 #include "common.cuh"
 #include "codesearch.cuh"
 
 namespace bnbd {
 
-// Test hook: 0 = bucket table (default), 2 = plain 8-step midpoint search. Not exported.
+// Test hook: 0 = bucket table, L2 prefetch as g_optim_prefetch says (default); 1 = bucket table without prefetch;
+// 2 = plain 8-step midpoint search; 3 = bucket table with prefetch. Not exported.
 int g_optim_search_mode = 0;
+
+#ifndef BNBD_OPTIM_PREFETCH
+// Default of the 8-bit kernels' L2 prefetch of each warp's next block (see prefetch_block); the environment variable
+// BNBDIST_OPTIM_PREFETCH=0|1 overrides it at run time, so that one build can be timed both ways.
+#define BNBD_OPTIM_PREFETCH 1
+#endif
+static int optim_prefetch_default() {
+    static const int v = [] {
+        const char* e = std::getenv("BNBDIST_OPTIM_PREFETCH");
+        return e != nullptr && (e[0] == '0' || e[0] == '1') ? e[0] - '0' : BNBD_OPTIM_PREFETCH;
+    }();
+    return v;
+}
 
 namespace {
 
@@ -272,6 +287,34 @@ __device__ __forceinline__ void optim8_block(const bnbd_optim_tensor& d, int64_t
     process_block<DT, RULE, TABLE, VEC>(in, d, lb, len, lane, sm, tab1, tab2, hp);
 }
 
+// Asks L2 for `bytes` bytes at p (a hint: no register, no wait, no effect on results). sm_90: one bulk prefetch by
+// one lane when p is 16-byte aligned; otherwise every lane prefetches its 32-byte sectors.
+__device__ __forceinline__ void prefetch_l2(const void* p, int bytes, int lane, int who) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if ((reinterpret_cast<uintptr_t>(p) & 15u) == 0) {
+        if (lane == who)
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(uint32_t(bytes)) : "memory");
+        return;
+    }
+#endif
+    for (int off = lane * 32; off < bytes; off += 32 * 32)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(static_cast<const char*>(p) + off));
+}
+
+// Prefetches into L2 what a warp will load for block lb of tensor d (params, grads, codes), when that block is a
+// full block of the same tensor: while the warp computes its current block, its next one is on the way, so more
+// bytes are in flight per SM without the registers or shared memory of a staged copy.
+template <int DT, bool TWO>
+__device__ __forceinline__ void prefetch_block(const bnbd_optim_tensor& d, int64_t lb, int lane) {
+    constexpr int ES = int(sizeof(typename DType<DT>::T));
+    if (lb < 0 || (lb + 1) * kBlock > d.numel) return;
+    const int64_t blk = lb * kBlock;
+    prefetch_l2(static_cast<const char*>(d.param) + blk * ES, kBlock * ES, lane, 0);
+    prefetch_l2(static_cast<const char*>(d.grad) + blk * ES, kBlock * ES, lane, 1);
+    prefetch_l2(static_cast<const uint8_t*>(d.state1) + blk, kBlock, lane, 2);
+    if (TWO) prefetch_l2(static_cast<const uint8_t*>(d.state2) + blk, kBlock, lane, 3);
+}
+
 __device__ __forceinline__ int64_t blocks_of(int64_t numel) { return (numel + kBlock - 1) / kBlock; }
 
 __device__ __forceinline__ bool aligned_dev(const void* p, uintptr_t a) {
@@ -300,7 +343,7 @@ __device__ __forceinline__ void for_each_block(const bnbd_optim_tensor* __restri
     }
 }
 
-template <int DT, int RULE, bool TABLE>
+template <int DT, int RULE, bool TABLE, bool PREFETCH>
 __global__ void __launch_bounds__(kThreads, BNBD_OPTIM_MIN_CTAS) optim8_kernel(const bnbd_optim_tensor* __restrict__ tensors, int num_tensors,
                                                           int64_t total_blocks, const float* __restrict__ qmap1,
                                                           const float* __restrict__ qmap2, bnbd_optim_hparams hp) {
@@ -322,7 +365,9 @@ __global__ void __launch_bounds__(kThreads, BNBD_OPTIM_MIN_CTAS) optim8_kernel(c
         __syncthreads();
     }
     const int lane = threadIdx.x & 31;
+    const int64_t nwarps = (int64_t(gridDim.x) * blockDim.x) >> 5;
     for_each_block(tensors, num_tensors, total_blocks, [&](const bnbd_optim_tensor& d, int64_t lb, int len) {
+        if (PREFETCH) prefetch_block<DT, TWO>(d, lb + nwarps, lane);  // the warp's next block, if in this tensor
         const bool vec = len == kBlock && aligned_dev(d.param, 16) && aligned_dev(d.grad, 16) &&
                          aligned_dev(d.state1, 4) && (!TWO || aligned_dev(d.state2, 4));
         if (vec) optim8_block<DT, RULE, TABLE, true>(d, lb, len, lane, sm, tab1, tab2, hp);
@@ -400,12 +445,12 @@ cudaError_t grid_for(K kernel, size_t smem, int64_t total_blocks, int* grid) {
     return cudaSuccess;
 }
 
-template <int DT, int RULE, bool TABLE>
+template <int DT, int RULE, bool TABLE, bool PREFETCH>
 int launch8(const bnbd_optim_tensor* tensors, int num_tensors, int64_t total_blocks, const float* q1, const float* q2,
             const bnbd_optim_hparams& hp, cudaStream_t stream) {
     constexpr bool TWO = RULE == BNBD_OPTIM_ADAM;
     const size_t smem = offsetof(OptimSmem, tab) + (TABLE ? (TWO ? 2 : 1) * Q8_TABLE * sizeof(float2) : sizeof(float2));
-    auto kernel = optim8_kernel<DT, RULE, TABLE>;
+    auto kernel = optim8_kernel<DT, RULE, TABLE, PREFETCH>;
     BNBD_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     int grid = 0;
     BNBD_RETURN_IF_ERROR(grid_for(kernel, smem, total_blocks, &grid));
@@ -417,8 +462,11 @@ int launch8(const bnbd_optim_tensor* tensors, int num_tensors, int64_t total_blo
 template <int DT, int RULE>
 int dispatch_search(const bnbd_optim_tensor* t, int nt, int64_t tb, const float* q1, const float* q2,
                     const bnbd_optim_hparams& hp, cudaStream_t s) {
-    return g_optim_search_mode == 2 ? launch8<DT, RULE, false>(t, nt, tb, q1, q2, hp, s)
-                                    : launch8<DT, RULE, true>(t, nt, tb, q1, q2, hp, s);
+    const int m = g_optim_search_mode;
+    if (m == 2) return launch8<DT, RULE, false, false>(t, nt, tb, q1, q2, hp, s);
+    const bool prefetch = m == 3 || (m == 0 && optim_prefetch_default() != 0);
+    return prefetch ? launch8<DT, RULE, true, true>(t, nt, tb, q1, q2, hp, s)
+                    : launch8<DT, RULE, true, false>(t, nt, tb, q1, q2, hp, s);
 }
 
 template <int DT>

@@ -115,7 +115,10 @@ std::vector<float> optim_grad(Rng& rng, int64_t n, bool specials) {
 }  // namespace
 
 // eight: 8-bit blockwise states, else 32-bit. Returns false on the first mismatch (reported).
-static bool run_optim_case(Rng& rng, int rule, bool eight, int dtype, float wd, bool table, int steps) {
+// mode: g_optim_search_mode for the 8-bit kernels (0 default table search, 1 table without L2 prefetch, 2 plain search,
+// 3 table with L2 prefetch).
+static bool run_optim_case(Rng& rng, int rule, bool eight, int dtype, float wd, int mode, int steps) {
+    const bool table = mode != 2;
     const bool two = rule == BNBD_OPTIM_ADAM;
     const size_t es = bnbref::dtype_size(dtype);
     std::vector<int64_t> sizes = {1, 255, 256, 257, 4096, 1000 + rng.below(5000), 70000 + rng.below(300), 7};
@@ -177,7 +180,7 @@ static bool run_optim_case(Rng& rng, int rule, bool eight, int dtype, float wd, 
     const char* rnames[] = {"adam", "momentum", "lion", "rmsprop"};
     char rname[32];
     std::snprintf(rname, sizeof rname, "%s%d", rnames[rule], eight ? 8 : 32);
-    bnbd::g_optim_search_mode = table ? 0 : 2;
+    bnbd::g_optim_search_mode = mode;
     for (int step = 1; step <= steps; ++step) {
         const float beta1 = rule == BNBD_OPTIM_RMSPROP ? 0.99f : 0.9f, beta2 = rule == BNBD_OPTIM_LION ? 0.99f : 0.999f;
         const float lr = rule == BNBD_OPTIM_LION ? 1e-4f : rule == BNBD_OPTIM_MOMENTUM ? 1e-2f : 1e-3f;
@@ -230,8 +233,8 @@ static bool run_optim_case(Rng& rng, int rule, bool eight, int dtype, float wd, 
             for (DevBuf* b : {&c.p, &c.g, &c.s1, &c.s2, &c.a1, &c.a2})
                 if (b->base) guards = guards && b->guards_ok(kGuardByte);
             const bool ok = bp < 0 && bs1 < 0 && bs2 < 0 && ba < 0 && guards;
-            report(ok, "%s %s wd=%g %s step %d tensor %d (n=%lld%s): param@%lld state1@%lld state2@%lld absmax@%lld guards %s",
-                   rname, dtname(dtype), wd, table ? "table" : "plain", step, t, (long long)c.n,
+            report(ok, "%s %s wd=%g %s%s step %d tensor %d (n=%lld%s): param@%lld state1@%lld state2@%lld absmax@%lld guards %s",
+                   rname, dtname(dtype), wd, table ? "table" : "plain", mode == 1 ? " no-prefetch" : mode == 3 ? " prefetch" : "", step, t, (long long)c.n,
                    c.misalign ? ", misaligned" : "", (long long)bp, (long long)bs1, (long long)bs2, (long long)ba,
                    guards ? "ok" : "OVERWRITTEN");
             if (!ok) {
@@ -266,8 +269,10 @@ static void test_optimizers(Rng& rng) {
     for (int dtype = 0; dtype < 3; ++dtype) {
         for (int rule = BNBD_OPTIM_ADAM; rule <= BNBD_OPTIM_RMSPROP; ++rule) {
             const float wd = (rule + dtype) % 2 ? 0.01f : 0.0f;
-            if (run_optim_case(rng, rule, true, dtype, wd, true, 3)) run_optim_case(rng, rule, true, dtype, 0.01f - wd, false, 2);
-            if (run_optim_case(rng, rule, false, dtype, wd, true, 3)) run_optim_case(rng, rule, false, dtype, 0.01f - wd, true, 2);
+            if (run_optim_case(rng, rule, true, dtype, wd, 0, 3)) run_optim_case(rng, rule, true, dtype, 0.01f - wd, 2, 2);
+            // both L2-prefetch variants of the table kernel, whichever is the default
+            if (run_optim_case(rng, rule, true, dtype, wd, 1, 2)) run_optim_case(rng, rule, true, dtype, 0.01f - wd, 3, 2);
+            if (run_optim_case(rng, rule, false, dtype, wd, 0, 3)) run_optim_case(rng, rule, false, dtype, 0.01f - wd, 0, 2);
         }
     }
 }
@@ -331,9 +336,11 @@ static void run_optim_benchmarks() {
         double target;
     };
     const Row rows[] = {
-        {"optim adamw8bit f32 4x64M (table search)", BNBD_OPTIM_ADAM, true, BNBD_F32, 0, 1.7},
+        {"optim adamw8bit f32 4x64M (table search, L2 prefetch)", BNBD_OPTIM_ADAM, true, BNBD_F32, 3, 1.7},
+        {"optim adamw8bit f32 4x64M (table search, no prefetch)", BNBD_OPTIM_ADAM, true, BNBD_F32, 1, 1.7},
         {"optim adamw8bit f32 4x64M (plain search)", BNBD_OPTIM_ADAM, true, BNBD_F32, 2, 0},
-        {"optim lion8bit f32 4x64M (table search)", BNBD_OPTIM_LION, true, BNBD_F32, 0, 1.4},
+        {"optim lion8bit f32 4x64M (table search, L2 prefetch)", BNBD_OPTIM_LION, true, BNBD_F32, 3, 1.4},
+        {"optim lion8bit f32 4x64M (table search, no prefetch)", BNBD_OPTIM_LION, true, BNBD_F32, 1, 1.4},
         {"optim lion8bit f32 4x64M (plain search)", BNBD_OPTIM_LION, true, BNBD_F32, 2, 0},
         {"optim adamw8bit bf16 4x64M", BNBD_OPTIM_ADAM, true, BNBD_BF16, 0, 0},
         {"optim momentum8bit f32 4x64M", BNBD_OPTIM_MOMENTUM, true, BNBD_F32, 0, 0},

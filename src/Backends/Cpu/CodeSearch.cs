@@ -62,6 +62,11 @@ public sealed class CodeSearch
             PackedEntries[Buckets + b] = negLo[b] | (negSpan[b] << 8);
             BucketMids[Buckets + b] = negMid[b];
         }
+
+        for (var b = 0; b < 2 * Buckets; b++)
+        {
+            PackedPairs[b] = (long)BitConverter.SingleToUInt32Bits(BucketMids[b]) | ((long)PackedEntries[b] << 32);
+        }
     }
 
     /// <summary>Whether every bucket spans at most one midpoint (then <see cref="Index"/> never loops).</summary>
@@ -75,6 +80,9 @@ public sealed class CodeSearch
 
     /// <summary>SIMD table: the first midpoint of each bucket, positive buckets then negative ones.</summary>
     internal float[] BucketMids { get; } = new float[2 * Buckets];
+
+    /// <summary>SIMD table: both of the above in one 8-byte entry (midpoint bits low, packed entry high), so one gather fetches both.</summary>
+    internal long[] PackedPairs { get; } = new long[2 * Buckets];
 
     /// <summary>The bucket of a magnitude's bits, eight lanes at a time (the same mapping as the scalar path).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

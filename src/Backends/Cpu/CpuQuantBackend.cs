@@ -1,4 +1,5 @@
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using BnbDist.Backends.Interop;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -219,17 +220,34 @@ public sealed unsafe partial class CpuQuantBackend : QuantBackendBase
     /// <summary>max |x| ignoring NaN (a NaN never compares greater), as the CUDA kernels' fmaxf reduction does.</summary>
     internal static float AbsMax(ReadOnlySpan<float> x)
     {
+        fixed (float* p = x)
+        {
+            return AbsMax(p, x.Length);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="AbsMax(ReadOnlySpan{float})"/> over a pointer: four independent maxima so that the loop is not one
+    /// dependency chain. Avx.Max(a, m) is maxps, i.e. a &gt; m ? a : m with m returned when a is NaN: the same per-lane
+    /// rule as the scalar loop, and the maximum of non-NaN magnitudes does not depend on the order.
+    /// </summary>
+    internal static float AbsMax(float* x, int len)
+    {
         var i = 0;
         var max = 0f;
-        if (Vector256.IsHardwareAccelerated && x.Length >= Vector256<float>.Count)
+        if (Avx.IsSupported && len >= 32)
         {
-            var vmax = Vector256<float>.Zero;
-            for (; i <= x.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+            var mask = Vector256.Create(0x7FFFFFFF).AsSingle();
+            Vector256<float> m0 = default, m1 = default, m2 = default, m3 = default;
+            for (; i <= len - 32; i += 32)
             {
-                var a = Vector256.Abs(Vector256.Create(x.Slice(i, Vector256<float>.Count)));
-                vmax = Vector256.ConditionalSelect(Vector256.GreaterThan(a, vmax), a, vmax);
+                m0 = Avx.Max(Avx.And(Avx.LoadVector256(x + i), mask), m0);
+                m1 = Avx.Max(Avx.And(Avx.LoadVector256(x + i + 8), mask), m1);
+                m2 = Avx.Max(Avx.And(Avx.LoadVector256(x + i + 16), mask), m2);
+                m3 = Avx.Max(Avx.And(Avx.LoadVector256(x + i + 24), mask), m3);
             }
 
+            var vmax = Avx.Max(Avx.Max(m0, m1), Avx.Max(m2, m3));
             for (var k = 0; k < Vector256<float>.Count; k++)
             {
                 var v = vmax.GetElement(k);
@@ -240,7 +258,7 @@ public sealed unsafe partial class CpuQuantBackend : QuantBackendBase
             }
         }
 
-        for (; i < x.Length; i++)
+        for (; i < len; i++)
         {
             var a = MathF.Abs(x[i]);
             if (a > max)
@@ -303,7 +321,8 @@ public sealed unsafe partial class CpuQuantBackend : QuantBackendBase
 
     /// <summary>
     /// The shared front half of every quantizer: blocks in parallel, each loaded as f32 (minus <paramref name="offset"/>),
-    /// its absmax (NaN ignored) written to <paramref name="absmax"/>, then handed to <paramref name="encode"/> with 1/absmax.
+    /// its absmax (NaN ignored) written to <paramref name="absmax"/>, then handed to <paramref name="encode"/> with 1/absmax
+    /// (f32 input without an offset is read in place, so encoders must only read the block).
     /// </summary>
     private static void ForEachScaledBlock(Tensor A, Tensor absmax, long n, int blocksize, float? offset, ScaledBlockAction encode)
     {
@@ -312,6 +331,21 @@ public sealed unsafe partial class CpuQuantBackend : QuantBackendBase
         var pabs = (float*)TensorMemory.DataPointer(absmax);
         ForEachBlockRange(n, blocksize, (firstBlock, endBlock) =>
         {
+            if (dtype == 0 && offset is null)
+            {
+                // f32 without an offset: the blocks are read in place (a copy would be one more pass over the data).
+                for (var b = firstBlock; b < endBlock; b++)
+                {
+                    var start = b * blocksize;
+                    var x = new Span<float>((float*)pa + start, (int)Math.Min(blocksize, n - start));
+                    var max = AbsMax(x);
+                    pabs[b] = max;
+                    encode(start, x, 1f / max);
+                }
+
+                return;
+            }
+
             // Convert the task's whole range to f32 at once: one bulk conversion instead of one per (small) block.
             var rangeStart = firstBlock * blocksize;
             var all = TaskBuffer((int)(Math.Min(n, endBlock * blocksize) - rangeStart));

@@ -26,15 +26,14 @@ internal static unsafe class SimdEncode
 
         var vinv = Vector256.Create(inv);
         var done = len & ~31;
-        fixed (int* entries = search.PackedEntries)
-        fixed (float* mids = search.BucketMids)
+        fixed (long* pairs = search.PackedPairs)
         {
             for (var i = 0; i < done; i += 32)
             {
-                var a = Index8(Vector256.Load(x + i) * vinv, entries, mids);
-                var b = Index8(Vector256.Load(x + i + 8) * vinv, entries, mids);
-                var c = Index8(Vector256.Load(x + i + 16) * vinv, entries, mids);
-                var d = Index8(Vector256.Load(x + i + 24) * vinv, entries, mids);
+                var a = Index8(Vector256.Load(x + i) * vinv, pairs);
+                var b = Index8(Vector256.Load(x + i + 8) * vinv, pairs);
+                var c = Index8(Vector256.Load(x + i + 16) * vinv, pairs);
+                var d = Index8(Vector256.Load(x + i + 24) * vinv, pairs);
                 StoreBytes(a, b, c, d, codes + i);
             }
         }
@@ -78,14 +77,19 @@ internal static unsafe class SimdEncode
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Index8(Vector256<float> xn, int* entries, float* mids)
+    private static Vector256<int> Index8(Vector256<float> xn, long* pairs)
     {
         var bits = xn.AsInt32();
         var mag = bits & Vector256.Create(0x7FFFFFFF);
         var bucket = CodeSearch.BucketOf(mag);
         var table = bucket + (Vector256.ShiftRightArithmetic(bits, 31) & Vector256.Create(CodeSearch.BucketCount));
-        var entry = Avx2.GatherVector256(entries, table, 4);
-        var mid = Avx2.GatherVector256(mids, table, 4);
+        // One 8-byte gather per element instead of two 4-byte ones (half the gathered loads). Elements (0,1,4,5) and
+        // (2,3,6,7) go to the two gathers so that the in-lane shuffles return midpoints and entries in element order.
+        var order = Avx2.PermuteVar8x32(table, Vector256.Create(0, 1, 4, 5, 2, 3, 6, 7));
+        var ga = Avx2.GatherVector256(pairs, order.GetLower(), 8).AsSingle();
+        var gb = Avx2.GatherVector256(pairs, order.GetUpper(), 8).AsSingle();
+        var mid = Avx.Shuffle(ga, gb, 0x88);
+        var entry = Avx.Shuffle(ga, gb, 0xDD).AsInt32();
         var lo = entry & Vector256.Create(0xFF);
         var span = Vector256.ShiftRightLogical(entry, 8);
         var odd = Vector256.Equals(lo & Vector256.Create(1), Vector256.Create(1));
