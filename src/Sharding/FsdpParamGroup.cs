@@ -68,6 +68,9 @@ internal sealed class FsdpParamGroup
     public long GatheredBytesPerUnshard =>
         ((chunks[SlotBuffer.Params] * 4) + chunks[SlotBuffer.QuantBytes] + (chunks[SlotBuffer.QuantStats] * 4)) * (comm.WorldSize - 1);
 
+    /// <summary>Bytes this rank has received by all-gathers so far (padding included; forward and backward unshards alike).</summary>
+    public long GatheredBytesTotal { get; private set; }
+
     /// <summary>Issues the all-gathers of the missing kinds (non-blocking); <see cref="FinishUnshard"/> waits and fills the modules.</summary>
     /// <param name="quantizedOnly">Gather only the quantized weights (for backward; float parameters are still in place).</param>
     public void StartUnshard(bool quantizedOnly = false)
@@ -227,6 +230,7 @@ internal sealed class FsdpParamGroup
         }
 
         var recv = empty(comm.WorldSize * chunk, dtype, device).DetachFromDisposeScope();
+        GatheredBytesTotal += chunk * recv.element_size() * (comm.WorldSize - 1);
         tasks.Add(comm.AllGatherAsync(recv, send).ContinueWith(t =>
         {
             send.Dispose();
