@@ -104,12 +104,13 @@ var shStepsOpt = new Option<int>("--steps") { Description = "Timed steps (the me
 var shRankOpt = new Option<int>("--lora-rank") { Description = "LoRA rank on every projection.", DefaultValueFactory = _ => 16 };
 var shDeviceOpt = new Option<string>("--device") { Description = "cuda (GPU LOCAL_RANK) or cpu.", DefaultValueFactory = _ => "cuda" };
 var shOutOpt = new Option<string>("--out") { Description = "JSON written by rank 0.", DefaultValueFactory = _ => "sharding.json" };
+var shNoPrefetchOpt = new Option<bool>("--no-prefetch") { Description = "Turn FullyShardOptions.Prefetch off (to measure the overlap it buys)." };
 var shardingCmd = new Command("sharding", "Sharded QLoRA training steps of a Llama-like model with random weights; run under bnbrun, one process per GPU.")
 {
-    shVariantOpt, shPresetOpt, shBatchOpt, shSeqOpt, shWarmupOpt, shStepsOpt, shRankOpt, shDeviceOpt, shOutOpt,
+    shVariantOpt, shPresetOpt, shBatchOpt, shSeqOpt, shWarmupOpt, shStepsOpt, shRankOpt, shDeviceOpt, shOutOpt, shNoPrefetchOpt,
 };
 shardingCmd.SetAction(r => ShardingBench.Run(new ShardingBenchOptions(r.GetValue(shVariantOpt)!, r.GetValue(shPresetOpt)!, r.GetValue(shBatchOpt),
-    r.GetValue(shSeqOpt), r.GetValue(shWarmupOpt), r.GetValue(shStepsOpt), r.GetValue(shRankOpt), r.GetValue(shDeviceOpt)!, r.GetValue(shOutOpt)!)));
+    r.GetValue(shSeqOpt), r.GetValue(shWarmupOpt), r.GetValue(shStepsOpt), r.GetValue(shRankOpt), r.GetValue(shDeviceOpt)!, r.GetValue(shOutOpt)!, Prefetch: !r.GetValue(shNoPrefetchOpt))));
 root.Subcommands.Add(shardingCmd);
 var reportDirOpt = new Option<string>("--dir") { Description = "Folder with sharding-{nf4,bf16}-{1,2}gpu.json.", DefaultValueFactory = _ => "." };
 var reportOutOpt = new Option<string>("--out") { Description = "Combined JSON.", DefaultValueFactory = _ => "sharding.json" };

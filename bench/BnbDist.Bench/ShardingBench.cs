@@ -24,9 +24,10 @@ namespace BnbDist.Bench;
 /// <param name="LoraRank">LoRA rank on every projection (alpha = 2 x rank).</param>
 /// <param name="Device">cuda (the GPU LOCAL_RANK) or cpu.</param>
 /// <param name="OutPath">The JSON rank 0 writes.</param>
+/// <param name="Prefetch">FullyShardOptions.Prefetch (off: to measure what overlapping the next block's all-gather buys).</param>
 /// <param name="Seed">Weights, adapters and tokens (every rank builds the same model).</param>
 internal sealed record ShardingBenchOptions(string Variant, string Preset, int Batch, int SequenceLength, int Warmup, int Steps,
-    int LoraRank, string Device, string OutPath, long Seed = 1234);
+    int LoraRank, string Device, string OutPath, bool Prefetch = true, long Seed = 1234);
 
 /// <summary>
 /// Sharded QLoRA training-step benchmark, one process per GPU under bnbrun: a Llama-like model with random weights,
@@ -123,7 +124,8 @@ internal static class ShardingBench
                         : "every weight frozen in the compute dtype (no quantization)",
                     ["trainable"] = $"LoRA r={o.LoraRank} alpha={2 * o.LoraRank} on q/k/v/o/gate/up/down (f32 adapters)",
                     ["optimizer"] = "PagedAdamW8bit (states in pinned host memory, staged to the GPU per page) via ShardedOptimizer",
-                    ["sharding"] = "FullyShard per decoder layer + root, reshard_after_forward, prefetch",
+                    ["sharding"] = "FullyShard per decoder layer + root, reshard_after_forward" + (o.Prefetch ? ", prefetch" : ", no prefetch"),
+                    ["prefetch"] = o.Prefetch,
                     ["world_size"] = w,
                     ["backend"] = comm.Backend,
                     ["device"] = device.type == DeviceType.CUDA ? CudaRuntime.DeviceName(env.LocalRank) : "cpu",
@@ -218,10 +220,11 @@ internal static class ShardingBench
             p.requires_grad = name.Contains(".lora_", StringComparison.Ordinal);
         }
 
+        var options = new FullyShardOptions { Prefetch = o.Prefetch };
         foreach (var layer in model.Model.Layers)
         {
             layer.to(device);
-            FullyShard.Apply(layer, comm);
+            FullyShard.Apply(layer, comm, options);
         }
 
         foreach (var (name, child) in model.Model.named_children())
@@ -234,7 +237,7 @@ internal static class ShardingBench
 
         model.LmHead?.to(device);
         GC.Collect(); // the CPU copies of the moved weights are unreachable now; free them before training
-        return (model, FullyShard.Apply(model, comm));
+        return (model, FullyShard.Apply(model, comm, options));
     }
 
     private static (long Layers, long Root) ParamCounts(LlamaForCausalLM model)

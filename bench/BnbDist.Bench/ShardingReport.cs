@@ -47,6 +47,18 @@ internal static class ShardingReport
             }
         }
 
+        // The NF4 model on 2 GPUs without prefetch: what overlapping the next block's all-gather with compute buys.
+        if (Read(Path.Combine(dir, "sharding-nf4-2gpu-noprefetch.json")) is { } noPrefetch)
+        {
+            runs["nf4_2gpu_noprefetch"] = noPrefetch.DeepClone();
+            table.AddRow("nf4 (no prefetch)", "2", F(noPrefetch, "step_ms_median", 1), F(noPrefetch, "tokens_per_second", 0), Mb(noPrefetch, "weight_and_state_bytes_per_rank"),
+                Mb(noPrefetch, "peak_device_used_bytes"), Mb(noPrefetch, "gathered_bytes_per_step"), Mb(noPrefetch, "bf16_fsdp_gathered_bytes_per_step"));
+            if (runs["nf4_2gpu"] is JsonObject withPrefetch)
+            {
+                summary["prefetch_speedup_2gpu"] = Ratio(withPrefetch, noPrefetch, "tokens_per_second");
+            }
+        }
+
         var nf4 = summary["nf4"]?.AsObject();
         var doc = new JsonObject
         {

@@ -50,6 +50,10 @@ if has sharding; then
         --preset tinyllama --batch 4 --seq-len 512 --warmup 3 --steps 10 --out "$OUT/sharding-$v-${n}gpu.json" ${SHARDING_ARGS:-}
     done
   done
+  if [ "$ngpu" -ge 2 ]; then
+    run sharding-nf4-2gpu-noprefetch dotnet .gpu/app/bnbrun.dll --nproc 2 --standalone .gpu/app/bnbdist-bench.dll sharding --variant nf4 \
+      --preset tinyllama --batch 4 --seq-len 512 --warmup 3 --steps 10 --no-prefetch --out "$OUT/sharding-nf4-2gpu-noprefetch.json" ${SHARDING_ARGS:-}
+  fi
   run sharding-report dotnet .gpu/app/bnbdist-bench.dll sharding-report --dir "$OUT" --out "$OUT/sharding-$gpu.json"
 fi
 if has qlora && [ -d .gpu/data ]; then
