@@ -118,6 +118,28 @@ var ncclCmd = new Command("nccl", "Bus bandwidth of the NCCL collectives; run un
 };
 ncclCmd.SetAction(r => NcclBench.Run(r.GetValue(ncclOutOpt)!, r.GetValue(ncclMinOpt), r.GetValue(ncclMaxOpt), r.GetValue(ncclItersOpt), r.GetValue(ncclRepsOpt)));
 root.Subcommands.Add(ncclCmd);
+var shVariantOpt = new Option<string>("--variant") { Description = "nf4 (NF4 + double-quant frozen base) or bf16 (unquantized frozen base, the baseline).", DefaultValueFactory = _ => "nf4" };
+var shPresetOpt = new Option<string>("--preset") { Description = "tinyllama (1.1B shape) or tiny (CPU tests).", DefaultValueFactory = _ => "tinyllama" };
+var shBatchOpt = new Option<int>("--batch") { Description = "Sequences per rank per step.", DefaultValueFactory = _ => 4 };
+var shSeqOpt = new Option<int>("--seq-len") { Description = "Tokens per sequence.", DefaultValueFactory = _ => 512 };
+var shWarmupOpt = new Option<int>("--warmup") { Description = "Untimed steps.", DefaultValueFactory = _ => 3 };
+var shStepsOpt = new Option<int>("--steps") { Description = "Timed steps (the median is reported).", DefaultValueFactory = _ => 10 };
+var shRankOpt = new Option<int>("--lora-rank") { Description = "LoRA rank on every projection.", DefaultValueFactory = _ => 16 };
+var shDeviceOpt = new Option<string>("--device") { Description = "cuda (GPU LOCAL_RANK) or cpu.", DefaultValueFactory = _ => "cuda" };
+var shOutOpt = new Option<string>("--out") { Description = "JSON written by rank 0.", DefaultValueFactory = _ => "sharding.json" };
+var shNoPrefetchOpt = new Option<bool>("--no-prefetch") { Description = "Turn FullyShardOptions.Prefetch off (to measure the overlap it buys)." };
+var shardingCmd = new Command("sharding", "Sharded QLoRA training steps of a Llama-like model with random weights; run under bnbrun, one process per GPU.")
+{
+    shVariantOpt, shPresetOpt, shBatchOpt, shSeqOpt, shWarmupOpt, shStepsOpt, shRankOpt, shDeviceOpt, shOutOpt, shNoPrefetchOpt,
+};
+shardingCmd.SetAction(r => ShardingBench.Run(new ShardingBenchOptions(r.GetValue(shVariantOpt)!, r.GetValue(shPresetOpt)!, r.GetValue(shBatchOpt),
+    r.GetValue(shSeqOpt), r.GetValue(shWarmupOpt), r.GetValue(shStepsOpt), r.GetValue(shRankOpt), r.GetValue(shDeviceOpt)!, r.GetValue(shOutOpt)!, Prefetch: !r.GetValue(shNoPrefetchOpt))));
+root.Subcommands.Add(shardingCmd);
+var reportDirOpt = new Option<string>("--dir") { Description = "Folder with sharding-{nf4,bf16}-{1,2}gpu.json.", DefaultValueFactory = _ => "." };
+var reportOutOpt = new Option<string>("--out") { Description = "Combined JSON.", DefaultValueFactory = _ => "sharding.json" };
+var reportCmd = new Command("sharding-report", "Combines the sharding runs of 1 and 2 GPUs into the scaling and memory ratios, and prints the table.") { reportDirOpt, reportOutOpt };
+reportCmd.SetAction(r => ShardingReport.Run(r.GetValue(reportDirOpt)!, r.GetValue(reportOutOpt)!));
+root.Subcommands.Add(reportCmd);
 return root.Parse(args).Invoke();
 
 static string DefaultPath(torch.Device device, string deviceName)

@@ -2,9 +2,9 @@
 # Runs on the GPU host, from the repository root: `source`s .gpu/device-env.sh, builds the CUDA kernels, runs the
 # kernel self-test, the .NET test assemblies (CUDA and NCCL tests included), the benchmark and the NCCL bus-bandwidth
 # comparison with torch.distributed. Logs and results go to $OUT.
-# Usage: bench/gpu/run.sh [build] [selftest] [diagnose] [tests] [bench] [nccl]   (default: all)
+# Usage: bench/gpu/run.sh [build] [selftest] [diagnose] [tests] [bench] [nccl] [sharding] [qlora]   (default: the first six)
 # Environment: BNBD_CUDA_ARCHS (e.g. 90: build for that architecture only), SELFTEST_ARGS, BENCH_ARGS,
-# NCCL_MAX_BYTES (largest NCCL size, default 1 GiB).
+# NCCL_MAX_BYTES (largest NCCL size, default 1 GiB), SHARDING_ARGS (extra `bnbdist-bench sharding` flags).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source .gpu/device-env.sh
@@ -46,6 +46,22 @@ if has nccl; then
   run nccl-torch python3 -m torch.distributed.run --standalone --nproc-per-node "$ngpu" bench/gpu/nccl_torch.py \
     --max-bytes "$max" --out "$OUT/nccl-torch.json"
   run nccl-table python3 bench/gpu/nccl_table.py "$OUT/nccl-bnbdist.json" "$OUT/nccl-torch.json" "$OUT/nccl-${gpu}x${ngpu}.json"
+fi
+if has sharding; then
+  # Sharded QLoRA steps of a 1.1B Llama-like model (random weights; NF4 + LoRA, and the unquantized bf16 baseline) on
+  # 1 GPU, then 2 GPUs at the same per-GPU batch, combined into $OUT/sharding-<gpu>.json (about 2-4 minutes).
+  for v in nf4 bf16; do
+    for n in 1 2; do
+      [ "$n" -le "$ngpu" ] || continue
+      run "sharding-$v-${n}gpu" dotnet .gpu/app/bnbrun.dll --nproc "$n" --standalone .gpu/app/bnbdist-bench.dll sharding --variant "$v" \
+        --preset tinyllama --batch 4 --seq-len 512 --warmup 3 --steps 10 --out "$OUT/sharding-$v-${n}gpu.json" ${SHARDING_ARGS:-}
+    done
+  done
+  if [ "$ngpu" -ge 2 ]; then
+    run sharding-nf4-2gpu-noprefetch dotnet .gpu/app/bnbrun.dll --nproc 2 --standalone .gpu/app/bnbdist-bench.dll sharding --variant nf4 \
+      --preset tinyllama --batch 4 --seq-len 512 --warmup 3 --steps 10 --no-prefetch --out "$OUT/sharding-nf4-2gpu-noprefetch.json" ${SHARDING_ARGS:-}
+  fi
+  run sharding-report dotnet .gpu/app/bnbdist-bench.dll sharding-report --dir "$OUT" --out "$OUT/sharding-$gpu.json"
 fi
 if has qlora && [ -d .gpu/data ]; then
   # The main job on every GPU of the host (NCCL), the examples' small model: a functional check with figures.

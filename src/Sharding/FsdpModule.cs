@@ -70,6 +70,13 @@ public sealed class FsdpModule
     /// <summary>Bytes one step's unshards move onto this rank over the wire (all blocks, padding included).</summary>
     public long GatheredBytesPerStep => Root.Groups.Sum(g => g.Group.GatheredBytesPerUnshard);
 
+    /// <summary>
+    /// Bytes received by all-gathers on this rank since wrapping, over the whole model (padding included): unlike
+    /// <see cref="GatheredBytesPerStep"/>, it counts what actually ran, e.g. the quantized weights gathered again
+    /// before backward. Take differences around a step to measure it.
+    /// </summary>
+    public long GatheredBytesTotal => Root.Groups.Sum(g => g.Group.GatheredBytesTotal);
+
     internal FsdpModule? Parent { get; private set; }
 
     internal bool HasChildren => children.Count > 0;

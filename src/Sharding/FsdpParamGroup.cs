@@ -22,6 +22,7 @@ internal sealed class FsdpParamGroup
     private readonly Dictionary<SlotBuffer, long> chunks = AllKinds.ToDictionary(k => k, _ => 0L);
     private readonly HashSet<SlotBuffer> resident = [];
     private readonly Dictionary<SlotBuffer, Tensor> gathered = [];
+    private readonly List<(DeviceCollective Gather, Tensor Send)> deviceGathers = [];
     private Task? pendingGather;
 
     public FsdpParamGroup(string name, IReadOnlyList<ShardSlot> slots, IReadOnlyList<(string Name, Tensor Tensor)> replicated,
@@ -68,11 +69,19 @@ internal sealed class FsdpParamGroup
     public long GatheredBytesPerUnshard =>
         ((chunks[SlotBuffer.Params] * 4) + chunks[SlotBuffer.QuantBytes] + (chunks[SlotBuffer.QuantStats] * 4)) * (comm.WorldSize - 1);
 
+    /// <summary>Bytes this rank has received by all-gathers so far (padding included; forward and backward unshards alike).</summary>
+    public long GatheredBytesTotal { get; private set; }
+
     /// <summary>Issues the all-gathers of the missing kinds (non-blocking); <see cref="FinishUnshard"/> waits and fills the modules.</summary>
     /// <param name="quantizedOnly">Gather only the quantized weights (for backward; float parameters are still in place).</param>
+    /// <remarks>
+    /// On a GPU with a communicator that has its own stream (NCCL), the all-gathers run there without making the
+    /// default stream wait: the compute queued after this call (the current block) overlaps them, and
+    /// <see cref="FinishUnshard"/> orders the default stream after them with an event instead of waiting on the host.
+    /// </remarks>
     public void StartUnshard(bool quantizedOnly = false)
     {
-        if (pendingGather is not null)
+        if (pendingGather is not null || deviceGathers.Count > 0)
         {
             return;
         }
@@ -180,6 +189,11 @@ internal sealed class FsdpParamGroup
         try
         {
             pendingGather?.GetAwaiter().GetResult();
+            foreach (var (g, _) in deviceGathers)
+            {
+                g.OrderDefaultStream(); // the fills below are default-stream work: they now run after the all-gathers
+            }
+
             foreach (var (kind, buffer) in gathered)
             {
                 foreach (var s in Slots.Where(s => s.Buffer == kind))
@@ -199,11 +213,26 @@ internal sealed class FsdpParamGroup
             }
 
             gathered.Clear();
+
+            // Freed after the default stream waits on the all-gathers, so the caching allocator hands the send buffers
+            // to later default-stream work only after NCCL has read them.
+            foreach (var (g, send) in deviceGathers)
+            {
+                send.Dispose();
+                g.Dispose();
+            }
+
+            deviceGathers.Clear();
         }
     }
 
     private void Release(SlotBuffer[] kinds)
     {
+        if (pendingGather is not null || deviceGathers.Count > 0)
+        {
+            Drain(); // a prefetch nobody consumed: finish it so its buffers are freed and the kinds are known resident
+        }
+
         foreach (var kind in kinds)
         {
             if (resident.Remove(kind))
@@ -227,6 +256,13 @@ internal sealed class FsdpParamGroup
         }
 
         var recv = empty(comm.WorldSize * chunk, dtype, device).DetachFromDisposeScope();
+        GatheredBytesTotal += chunk * recv.element_size() * (comm.WorldSize - 1);
+        if (device.type == TorchSharp.DeviceType.CUDA && comm is IDeviceStreamCommunicator streams)
+        {
+            deviceGathers.Add((streams.AllGatherDeferred(recv, send), send));
+            return recv;
+        }
+
         tasks.Add(comm.AllGatherAsync(recv, send).ContinueWith(t =>
         {
             send.Dispose();

@@ -36,7 +36,7 @@ internal sealed class ShardSlot
         Device = target.device;
         UnitsPerAtom = unitsPerAtom;
         Rank = rank;
-        Buffer = !quantized ? SlotBuffer.Params : DType == ScalarType.Byte ? SlotBuffer.QuantBytes : SlotBuffer.QuantStats;
+        Buffer = !quantized ? SlotBuffer.Params : IsBytes(DType) ? SlotBuffer.QuantBytes : SlotBuffer.QuantStats;
         Layout = ShardLayout.ForLength(Length, unitsPerAtom, worldSize);
         Range = Layout.Slice(rank, Length, unitsPerAtom);
         Trainable = trainable;
@@ -44,7 +44,7 @@ internal sealed class ShardSlot
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var slice = target.detach().reshape(-1).narrow(0, Range.Start, Range.Length);
-        var local = (DType == ScalarType.Byte ? slice : slice.to_type(ScalarType.Float32)).clone();
+        var local = (IsBytes(DType) ? slice : slice.to_type(ScalarType.Float32)).clone();
         if (trainable)
         {
             Master = new Parameter(local.DetachFromDisposeScope(), requires_grad: true);
@@ -101,7 +101,7 @@ internal sealed class ShardSlot
     /// <summary>Whether the tensor is trained (its shard is an optimizer parameter and receives reduced gradients).</summary>
     public bool Trainable { get; }
 
-    /// <summary>This rank's slice: f32 for float tensors, u8 for bytes; 1-D, unpadded.</summary>
+    /// <summary>This rank's slice: f32 for float tensors, u8 or int8 for bytes; 1-D, unpadded.</summary>
     public Tensor Local { get; }
 
     /// <summary>The f32 master shard the optimizer updates (same object as <see cref="Local"/>), for trainable slots.</summary>
@@ -125,7 +125,8 @@ internal sealed class ShardSlot
         }
 
         var whole = parts.Count == 0 ? empty(0, gathered.dtype, Device) : cat(parts, 0);
-        var typed = whole.dtype == DType ? whole.clone() : whole.to_type(DType);
+        // cat always allocates its result (never a view of the gathered buffer), so no further copy is needed.
+        var typed = whole.dtype == DType ? whole : whole.to_type(DType);
         var full = typed.reshape(Shape).DetachFromDisposeScope();
         using (no_grad())
         {
@@ -134,6 +135,12 @@ internal sealed class ShardSlot
 
         full.Dispose();
     }
+
+    /// <summary>
+    /// u8 and int8 tensors keep their dtype and travel in the u8 buffer: copying int8 into u8 and back converts modulo
+    /// 256 (C casts, as libtorch does), so every byte survives the trip unchanged.
+    /// </summary>
+    private static bool IsBytes(ScalarType dtype) => dtype is ScalarType.Byte or ScalarType.Int8;
 
     /// <summary>Releases the whole tensor (the module keeps a 0-element tensor of the same dtype and device).</summary>
     public void Release()

@@ -33,19 +33,19 @@ internal static class SlotDiscovery
     private static void Walk(nn.Module module, string prefix, ISet<nn.Module> excluded, List<SlotSpec> slots,
         List<(string Name, Tensor Tensor)> replicated, HashSet<Tensor> seen)
     {
-        var isQuantized4 = module is Linear4bit;
+        var isQuantized = module is Linear4bit or Linear8bitLt;
         if (module is Linear4bit q)
         {
             AddQuantized(q, prefix, slots, replicated, seen);
         }
-        else if (module is Linear8bitLt)
+        else if (module is Linear8bitLt q8)
         {
-            throw new ShardingException($"{Describe(prefix)} is a Linear8bitLt; FullyShard shards Linear4bit and float parameters (int8 weights are not sharded yet).");
+            AddInt8(q8, prefix, slots, seen);
         }
 
         foreach (var (name, p) in module.named_parameters(recurse: false))
         {
-            if ((isQuantized4 && name == "weight") || !seen.Add(p))
+            if ((isQuantized && name == "weight") || !seen.Add(p))
             {
                 continue;
             }
@@ -83,6 +83,20 @@ internal static class SlotDiscovery
             slots.Add(new SlotSpec(prefix + "weight.nested_absmax", nested.Absmax, 1, Trainable: false, Quantized: true));
             replicated.Add((prefix + "weight.nested_offset", state.Offset!));
         }
+    }
+
+    private static void AddInt8(Linear8bitLt layer, string prefix, List<SlotSpec> slots, HashSet<Tensor> seen)
+    {
+        if (layer.HasFp16Weights)
+        {
+            throw new ShardingException($"{Describe(prefix)} is a Linear8bitLt with trainable fp16 weights (re-quantized every forward); FullyShard shards frozen int8 layers (hasFp16Weights: false).");
+        }
+
+        layer.Quantize();
+        // One atom = one output row: its int8 weights and its SCB (row absmax) live on the same rank.
+        seen.Add(layer.Weight);
+        slots.Add(new SlotSpec(prefix + "weight", layer.Weight, layer.InFeatures, Trainable: false, Quantized: true));
+        slots.Add(new SlotSpec(prefix + "SCB", layer.SCB!, 1, Trainable: false, Quantized: true));
     }
 
     private static string Describe(string prefix) => prefix.Length == 0 ? "the module" : "module " + prefix.TrimEnd('.');

@@ -7,7 +7,8 @@ namespace BnbDist.Sharding.Tests;
 
 /// <summary>
 /// FullyShard across real bnbrun processes (CPU TCP backend) trains exactly like one unsharded process: the small
-/// Llama-like model of tests/Workers/ShardingWorker, with a 4-bit NF4 base + LoRA or fully in f32, 20 steps.
+/// Llama-like model of tests/Workers/ShardingWorker, with a 4-bit NF4 base + LoRA, an LLM.int8 base + LoRA (int8 rows
+/// and their SCB sharded together), or fully in f32, 20 steps.
 /// </summary>
 [Collection("processes")]
 public partial class FullyShardEquivalenceTests
@@ -26,6 +27,8 @@ public partial class FullyShardEquivalenceTests
     [InlineData("qlora", 2)]
     [InlineData("qlora", 3)]
     [InlineData("qlora", 4)]
+    [InlineData("int8", 1)]
+    [InlineData("int8", 2)]
     [InlineData("full", 1)]
     [InlineData("full", 3)]
     public void ShardedTrainingMatchesOneProcess(string variant, int ranks)

@@ -70,9 +70,9 @@ public class FullyShardUsageTests
         Assert.Contains("FullyShard.Apply on the model's root", ex.Message, StringComparison.Ordinal);
     });
 
-    /// <summary>An int8 layer is named in the error rather than silently replicated.</summary>
+    /// <summary>An int8 layer with trainable fp16 weights (re-quantized every forward) is named in the error rather than silently replicated.</summary>
     [Fact]
-    public void Int8LayersAreRefusedByName() => Ranks.Run(1, comm =>
+    public void Int8LayersWithFp16WeightsAreRefusedByName() => Ranks.Run(1, comm =>
     {
         using var layer = new Linear8bitLt(64, 64);
         var ex = Assert.Throws<ShardingException>(() => FullyShard.Apply(layer, comm));

@@ -21,10 +21,11 @@ public sealed record NcclOptions
 /// legacy default stream by events in both directions: they start after everything already queued on the default
 /// stream and everything queued there afterwards sees their result, so the caller may keep computing before a task
 /// completes. Blocking calls return when the collective has finished on the GPU; async calls return at once and
-/// their task completes then. A watchdog aborts the communicator when NCCL reports an asynchronous error or a
+/// their task completes then. <see cref="AllGatherDeferred"/> leaves the default stream free until the caller orders
+/// it after the all-gather, so compute queued meanwhile overlaps the transfer. A watchdog aborts the communicator when NCCL reports an asynchronous error or a
 /// collective outlasts the timeout, and every pending and later call throws <see cref="CollectiveException"/>.
 /// </summary>
-public sealed class NcclCommunicator : ICommunicator
+public sealed class NcclCommunicator : ICommunicator, IDeviceStreamCommunicator
 {
     private readonly object sync = new();
     private readonly NcclOptions options;
@@ -141,17 +142,17 @@ public sealed class NcclCommunicator : ICommunicator
     /// <inheritdoc/>
     public Task AllGatherAsync(Tensor output, Tensor input)
     {
-        Check(output, nameof(output));
-        Check(input, nameof(input));
-        if (output.numel() != input.numel() * WorldSize || output.dtype != input.dtype)
-        {
-            throw new ArgumentException($"output must be {input.dtype} with {input.numel() * WorldSize} elements; got {output.dtype} with {output.numel()}.", nameof(output));
-        }
-
-        var dt = NcclNative.DataType(input.dtype, nameof(input));
-        var send = TensorMemory.DataPointer(input);
-        var recv = TensorMemory.DataPointer(output);
+        var (dt, send, recv) = AllGatherArguments(output, input);
         return Enqueue("all_gather", input.numel(), (c, s) => NcclNative.ncclAllGather(send, recv, (nuint)input.numel(), dt, c, s));
+    }
+
+    /// <inheritdoc/>
+    public DeviceCollective AllGatherDeferred(Tensor output, Tensor input)
+    {
+        var (dt, send, recv) = AllGatherArguments(output, input);
+        IntPtr done = IntPtr.Zero;
+        var task = Enqueue("all_gather", input.numel(), (c, s) => NcclNative.ncclAllGather(send, recv, (nuint)input.numel(), dt, c, s), e => done = e);
+        return new DeviceCollective(task, done, DeviceIndex);
     }
 
     /// <inheritdoc/>
@@ -413,8 +414,10 @@ public sealed class NcclCommunicator : ICommunicator
         }
     }
 
-    // Orders the NCCL call after the default stream's queued work and the default stream's later work after it.
-    private Task Enqueue(string op, long elements, Func<IntPtr, IntPtr, int> call)
+    // Orders the NCCL call after the default stream's queued work and the default stream's later work after it; with
+    // `deferred`, the default stream is left free and `deferred` gets an event of its own, recorded after the call,
+    // for the caller to order the default stream on later (DeviceCollective).
+    private Task Enqueue(string op, long elements, Func<IntPtr, IntPtr, int> call, Action<IntPtr>? deferred = null)
     {
         lock (sync)
         {
@@ -445,9 +448,32 @@ public sealed class NcclCommunicator : ICommunicator
 
             var after = watchdog.RentEvent();
             CudaRuntime.Check(CudaRuntime.cudaEventRecord(after, stream), "cudaEventRecord");
-            CudaRuntime.Check(CudaRuntime.cudaStreamWaitEvent(IntPtr.Zero, after, 0), "cudaStreamWaitEvent");
+            if (deferred is null)
+            {
+                CudaRuntime.Check(CudaRuntime.cudaStreamWaitEvent(IntPtr.Zero, after, 0), "cudaStreamWaitEvent");
+            }
+            else
+            {
+                // The watchdog recycles `after` once complete; the caller's wait may come later, so it gets its own event.
+                CudaRuntime.Check(CudaRuntime.cudaEventCreateWithFlags(out var own, CudaRuntime.EventDisableTiming), "cudaEventCreateWithFlags");
+                CudaRuntime.Check(CudaRuntime.cudaEventRecord(own, stream), "cudaEventRecord");
+                deferred(own);
+            }
+
             return watchdog.Track($"rank {Rank}: {op}", after, null);
         }
+    }
+
+    private (int DataType, IntPtr Send, IntPtr Recv) AllGatherArguments(Tensor output, Tensor input)
+    {
+        Check(output, nameof(output));
+        Check(input, nameof(input));
+        if (output.numel() != input.numel() * WorldSize || output.dtype != input.dtype)
+        {
+            throw new ArgumentException($"output must be {input.dtype} with {input.numel() * WorldSize} elements; got {output.dtype} with {output.numel()}.", nameof(output));
+        }
+
+        return (NcclNative.DataType(input.dtype, nameof(input)), TensorMemory.DataPointer(input), TensorMemory.DataPointer(output));
     }
 
     private void Check(Tensor t, string name)

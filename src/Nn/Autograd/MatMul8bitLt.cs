@@ -50,7 +50,19 @@ internal sealed class MatMul8bitLt : torch.autograd.SingleTensorFunction<MatMul8
         }
 
         cols?.Dispose();
-        ctx.save_for_backward([cb, scb, x]);
+        if (weight is null)
+        {
+            // A frozen int8 weight is read again at backward time rather than saved (as MatMul4Bit does): it does not
+            // change, and sharding may free its storage between forward and backward and gather it back.
+            ctx.save_data("frozen", new WeightRef(cb, scb));
+            ctx.save_for_backward([x]);
+        }
+        else
+        {
+            ctx.save_data("frozen", "no"); // the weight is re-quantized per forward: these CB/SCB are this call's own
+            ctx.save_for_backward([cb, scb, x]);
+        }
+
         ctx.save_data("need_x", x.requires_grad);
         ctx.save_data("need_bias", bias?.requires_grad ?? false);
         ctx.save_data("need_weight", weight?.requires_grad ?? false);
@@ -62,7 +74,7 @@ internal sealed class MatMul8bitLt : torch.autograd.SingleTensorFunction<MatMul8
     public override List<Tensor> backward(torch.autograd.AutogradContext ctx, Tensor grad_output)
     {
         var saved = ctx.get_saved_variables();
-        var (cb, scb, x) = (saved[0], saved[1], saved[2]);
+        var (cb, scb, x) = ctx.get_data("frozen") is WeightRef frozen ? (frozen.CB, frozen.SCB, saved[0]) : (saved[0], saved[1], saved[2]);
         Tensor? gradX = null, gradBias = null, gradW = null;
         var outFeatures = grad_output.shape[^1];
         using var g2 = grad_output.reshape(-1, outFeatures);
@@ -86,6 +98,8 @@ internal sealed class MatMul8bitLt : torch.autograd.SingleTensorFunction<MatMul8
         // One entry per apply argument: x, CB, SCB, threshold, bias, weight.
         return [gradX!, null!, null!, null!, gradBias!, gradW!];
     }
+
+    private sealed record WeightRef(Tensor CB, Tensor SCB);
 
     /// <summary>CB·SCB·(1/127) per output row, in <paramref name="dtype"/> (bitsandbytes' int8_vectorwise_dequant, same rounding order).</summary>
     internal static Tensor DequantizeWeight(Tensor cb, Tensor scb, ScalarType dtype)

@@ -120,6 +120,11 @@ internal sealed class Checks(ICommunicator comm, Device device, long large)
         AllGatherList(ScalarType.Float32, 33);
         SendRecv(ScalarType.BFloat16, 4099);
         AsyncInIssueOrder();
+        if (comm is IDeviceStreamCommunicator streams)
+        {
+            DeferredAllGather(streams);
+        }
+
         comm.Barrier();
         Passed++;
     }
@@ -210,6 +215,26 @@ internal sealed class Checks(ICommunicator comm, Device device, long large)
         {
             t.Dispose();
         }
+    }
+
+    // FSDP's prefetch path: the all-gather leaves the default stream free (a matmul queued after it runs meanwhile);
+    // after OrderDefaultStream, default-stream reads see the gathered values with no host wait in between.
+    private void DeferredAllGather(IDeviceStreamCommunicator streams)
+    {
+        var id = ++caseId;
+        const long n = (1 << 20) + 5;
+        using var input = Input(comm.Rank, id, n, ScalarType.BFloat16);
+        using var output = full(n * W, 99, ScalarType.BFloat16, device);
+        using var a = ones(2048, 2048, device: device);
+        using var g = streams.AllGatherDeferred(output, input);
+        using (var busy = a.matmul(a))
+        {
+            g.OrderDefaultStream();
+        }
+
+        using var copy = output.clone(); // default-stream work after the ordering
+        Expect("deferred all_gather bf16", copy, cat(Enumerable.Range(0, W).Select(r => Input(r, id, n, ScalarType.BFloat16, CPU)).ToList(), 0), false);
+        g.Completion.GetAwaiter().GetResult();
     }
 
     private Tensor Input(int rank, int id, long n, ScalarType dt, Device? on = null)

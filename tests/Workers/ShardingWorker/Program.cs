@@ -1,6 +1,7 @@
 // Sharding test worker: trains TinyLm for --steps steps on a fixed synthetic token stream and writes the global mean
 // loss of every step and the final trainable weights (whole tensors) as JSON to --out (rank 0 only).
-//   --variant qlora|full   4-bit NF4 (double quant) base + LoRA r=32 on the MLP, or every weight trained in f32
+//   --variant qlora|int8|full   4-bit NF4 (double quant) base + LoRA r=32 on the MLP, the same on a frozen LLM.int8
+//                               base (Linear8bitLt, threshold 6), or every weight trained in f32
 //   --reference            one process, no FullyShard, the whole global batch (the run sharded runs must reproduce)
 //   --steps N              training steps (default 20)
 //   --mismatch-rank R      rank R builds a different model (to test the error on every rank)
@@ -35,9 +36,9 @@ return DistributedEnvironment.RunWorker(env =>
     var mismatch = int.Parse(Arg("--mismatch-rank", "-1"), CultureInfo.InvariantCulture) == env.Rank;
     manual_seed(1234);
     var model = new TinyLm(Vocab, 128, mismatch ? 256 : 384, nLayers: 2);
-    if (variant == "qlora")
+    if (variant is "qlora" or "int8")
     {
-        ModelSurgery.QuantizeLinears(model, new BitsAndBytesConfig { QuantType = BnbDist.QuantType.NF4, UseDoubleQuant = true });
+        ModelSurgery.QuantizeLinears(model, new BitsAndBytesConfig { LoadIn4Bit = variant == "qlora", QuantType = BnbDist.QuantType.NF4, UseDoubleQuant = true });
         ModelSurgery.AddLora(model, new LoraConfig { R = 32, Alpha = 16, TargetModules = ["gate_proj", "up_proj", "down_proj"] });
         foreach (var (name, p) in model.named_parameters())
         {
