@@ -5,7 +5,12 @@ using static TorchSharp.torch;
 
 namespace BnbDist.Examples.Llama.Tests;
 
+/// <summary>Tests that seed and draw from the process-wide CPU generator (dropout masks): no other test may draw meanwhile.</summary>
+[CollectionDefinition("global-rng", DisableParallelization = true)]
+public sealed class GlobalRngCollection;
+
 /// <summary>Activation checkpointing changes memory, not results: same loss and same gradients as without it.</summary>
+[Collection("global-rng")]
 public sealed class ActivationCheckpointTests
 {
     /// <summary>

@@ -24,7 +24,8 @@ public static class ReferenceCommand
         var device = new Option<string?>("--device") { Description = "cuda (default when available, GPU 0) or cpu." };
         var steps = new Option<int>("--steps") { Description = "Timed steps per variant.", DefaultValueFactory = _ => d.TimedSteps };
         var warmup = new Option<int>("--warmup") { Description = "Untimed warm-up steps per variant.", DefaultValueFactory = _ => d.WarmupSteps };
-        var layers = new Option<int>("--layers") { Description = "Decoder layers (a smaller model for a smoke run).", DefaultValueFactory = _ => d.Config.NumHiddenLayers };
+        var shape = new Option<string>("--shape") { Description = "tinyllama-1.1b (the reference) or tiny (hidden 64, for CPU tests).", DefaultValueFactory = _ => "tinyllama-1.1b" };
+        var layers = new Option<int?>("--layers") { Description = "Decoder layers (default: the shape's; fewer for a smoke run)." };
         var batch = new Option<int>("--batch") { Description = "Sequences per step.", DefaultValueFactory = _ => d.Batch };
         var seqLen = new Option<int>("--seq-len") { Description = "Tokens per sequence.", DefaultValueFactory = _ => d.SequenceLength };
         var variants = new Option<string>("--variants") { Description = "Comma-separated: qlora (the reference, first), bf16-lora, qlora-adamw32.", DefaultValueFactory = _ => "qlora,bf16-lora,qlora-adamw32" };
@@ -32,7 +33,7 @@ public static class ReferenceCommand
         var maxSeconds = new Option<double>("--max-seconds") { Description = "Stop a variant's timed steps after this long.", DefaultValueFactory = _ => d.MaxSecondsPerVariant };
         var command = new Command("reference", "Speed and memory of the fixed 1.1B QLoRA reference (TinyLlama shape, random weights) and its bf16-LoRA and fp32-AdamW variants on one device.")
         {
-            output, device, steps, warmup, layers, batch, seqLen, variants, noCheckpoint, maxSeconds,
+            output, device, steps, warmup, shape, layers, batch, seqLen, variants, noCheckpoint, maxSeconds,
         };
         command.SetAction(parse =>
         {
@@ -49,9 +50,21 @@ public static class ReferenceCommand
                 chosen.Add(variant);
             }
 
+            var config = parse.GetValue(shape) switch
+            {
+                "tinyllama-1.1b" => ReferenceOptions.TinyLlamaShape,
+                "tiny" => ReferenceOptions.TinyTestShape,
+                _ => null,
+            };
+            if (config is null)
+            {
+                Console.Error.WriteLine($"qlora reference: unknown --shape '{parse.GetValue(shape)}'; use tinyllama-1.1b or tiny.");
+                return 2;
+            }
+
             var options = d with
             {
-                Config = d.Config with { NumHiddenLayers = parse.GetValue(layers) },
+                Config = config with { NumHiddenLayers = parse.GetValue(layers) ?? config.NumHiddenLayers },
                 TimedSteps = parse.GetValue(steps),
                 WarmupSteps = parse.GetValue(warmup),
                 Batch = parse.GetValue(batch),

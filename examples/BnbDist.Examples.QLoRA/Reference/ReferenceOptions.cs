@@ -23,6 +23,20 @@ public sealed record ReferenceOptions
         TieWordEmbeddings = false,
     };
 
+    /// <summary>A tiny shape with the same structure (GQA 2:1, untied head) for CPU tests of the same code path.</summary>
+    public static readonly LlamaConfig TinyTestShape = new()
+    {
+        VocabSize = 256,
+        HiddenSize = 64,
+        IntermediateSize = 96,
+        NumHiddenLayers = 2,
+        NumAttentionHeads = 4,
+        NumKeyValueHeads = 2,
+        MaxPositionEmbeddings = 64,
+        RmsNormEps = 1e-5,
+        TieWordEmbeddings = false,
+    };
+
     /// <summary>The model's shape.</summary>
     public LlamaConfig Config { get; init; } = TinyLlamaShape;
 
