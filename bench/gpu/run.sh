@@ -2,7 +2,10 @@
 # Runs on the GPU host, from the repository root: `source`s .gpu/device-env.sh, builds the CUDA kernels, runs the
 # kernel self-test, the .NET test assemblies (CUDA and NCCL tests included), the benchmark and the NCCL bus-bandwidth
 # comparison with torch.distributed. Logs and results go to $OUT.
-# Usage: bench/gpu/run.sh [build] [selftest] [diagnose] [tests] [bench] [nccl] [sharding] [qlora]   (default: the first six)
+# Usage: bench/gpu/run.sh [build] [selftest] [diagnose] [tests] [bench] [nccl] [sharding] [qlora] [qlora-ref]   (default: the first six)
+# qlora-ref: the fixed 1.1B QLoRA speed/memory reference of issue #9 on GPU 0 (needs `build` first in the same call for
+# the kernels and libbnbdist_torch_memory.so); writes $OUT/qlora-ref-<gpu>.json. QLORA_REF_STEPS (timed, default 10),
+# QLORA_REF_WARMUP (default 3), QLORA_REF_ARGS (e.g. "--layers 2 --variants qlora" for a smoke run).
 # Environment: BNBD_CUDA_ARCHS (e.g. 90: build for that architecture only), SELFTEST_ARGS, BENCH_ARGS,
 # NCCL_MAX_BYTES (largest NCCL size, default 1 GiB), SHARDING_ARGS (extra `bnbdist-bench sharding` flags).
 set -uo pipefail
@@ -21,6 +24,7 @@ gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE 'H
 has build && run kernels-build native/kernels/build.sh ${BNBD_CUDA_ARCHS:+-DCMAKE_CUDA_ARCHITECTURES=$BNBD_CUDA_ARCHS}
 export BNBDIST_KERNELS_PATH=$PWD/native/kernels/build/libbnbdist_kernels.so
 export BNBDIST_GOLDEN=$PWD/.gpu/golden/golden.safetensors
+export BNBDIST_TORCH_MEMORY_PATH=$PWD/native/kernels/build/libbnbdist_torch_memory.so
 has selftest && run selftest native/kernels/build/bnbdist_kernels_selftest ${SELFTEST_ARGS:-}
 has diagnose && run diagnose dotnet .gpu/app/bnbdist.dll diagnose
 if has tests; then
@@ -68,6 +72,10 @@ if has qlora && [ -d .gpu/data ]; then
   export BNBDIST_DATA=$PWD/.gpu/data
   run qlora dotnet .gpu/app/bnbrun.dll --nproc "$ngpu" --standalone .gpu/app/qlora.dll --out "$OUT/qlora-run" \
     --steps "${QLORA_STEPS:-60}" --seq-len 256 --micro-batch 8
+fi
+if has qlora-ref; then
+  run qlora-ref dotnet .gpu/app/qlora.dll reference --device cuda:0 --out "$OUT/qlora-ref-${gpu:-cuda}.json" \
+    --steps "${QLORA_REF_STEPS:-10}" --warmup "${QLORA_REF_WARMUP:-3}" ${QLORA_REF_ARGS:-}
 fi
 echo "run.sh finished with status $status"
 exit $status

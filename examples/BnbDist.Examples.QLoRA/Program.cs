@@ -1,12 +1,14 @@
 // qlora: sharded QLoRA fine-tuning, the README's first command. Run under bnbrun for several ranks:
 //   bnbrun --nproc 2 --standalone examples/BnbDist.Examples.QLoRA/bin/Release/net10.0/qlora.dll [flags]
 // or alone as one rank. --eval-adapter DIR instead evaluates a saved adapter on the held-out text and exits.
+// `qlora.dll reference` runs the fixed 1.1B speed/memory reference of issue #9 on one device (bench/gpu/run.sh qlora-ref).
 using System.CommandLine;
 using BnbDist.Backends.Interop;
 using BnbDist.Collectives;
 using BnbDist.Examples.Llama;
 using BnbDist.Examples.Llama.Corpora;
 using BnbDist.Examples.QLoRA;
+using BnbDist.Examples.QLoRA.Reference;
 
 var o = new QLoraOptions { ModelDirectory = "", OutputDirectory = "" };
 var model = new Option<string>("--model") { Description = "Base model folder.", DefaultValueFactory = _ => DataCache.BaseModelDirectory() };
@@ -78,4 +80,5 @@ root.SetAction(parse =>
     });
 });
 
+root.Subcommands.Add(ReferenceCommand.Create());
 return root.Parse(args).Invoke();

@@ -2,6 +2,9 @@
 # Configure and build libbnbdist_kernels.so (and bnbdist_kernels_selftest) into native/kernels/build/.
 # Usage: native/kernels/build.sh [extra cmake -D options, e.g. -DCMAKE_CUDA_ARCHITECTURES=90]
 # Honours CUDA_HOME (default /usr/local/cuda). Needs no network.
+# Optional second target: libbnbdist_torch_memory.so (PyTorch's CUDA caching-allocator statistics for TorchSharp
+# processes, torch/bnbdist_torch_memory.cpp), built when $PYTHON (default python3) imports torch; BNBD_TORCH_MEMORY=0
+# skips it. Its failure only warns: the kernels build never depends on it.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,3 +46,26 @@ if ! cmake --build "$build_dir" --parallel "$jobs"; then
 fi
 
 echo "$build_dir/libbnbdist_kernels.so"
+
+build_torch_memory() {
+  local py=${PYTHON:-python3} info torch_dir abi out="$build_dir/libbnbdist_torch_memory.so"
+  if ! info=$("$py" -c 'import os, torch; print(os.path.dirname(torch.__file__)); print(int(torch.compiled_with_cxx11_abi()))' 2>/dev/null); then
+    echo "build.sh: $py cannot import torch; skipping libbnbdist_torch_memory.so (optional)"
+    return 0
+  fi
+  torch_dir=$(sed -n 1p <<<"$info")
+  abi=$(sed -n 2p <<<"$info")
+  # Same C++ ABI as torch (its std::string in c10::Error), linked to the torch/lib the process loads.
+  if "${CXX:-c++}" -O2 -std=c++20 -shared -fPIC -fvisibility=hidden -D_GLIBCXX_USE_CXX11_ABI="$abi" \
+      -I"$torch_dir/include" -I"$CUDA_HOME/include" "$here/torch/bnbdist_torch_memory.cpp" \
+      -L"$torch_dir/lib" -lc10_cuda -lc10 -Wl,-rpath,"$torch_dir/lib" -o "$out.tmp"; then
+    mv "$out.tmp" "$out"
+    echo "$out (torch $torch_dir, _GLIBCXX_USE_CXX11_ABI=$abi)"
+  else
+    rm -f "$out.tmp"
+    echo "build.sh: WARNING: libbnbdist_torch_memory.so failed to build (optional; peak-memory figures will be missing)" >&2
+  fi
+}
+if [ "${BNBD_TORCH_MEMORY:-1}" != 0 ]; then
+  build_torch_memory
+fi

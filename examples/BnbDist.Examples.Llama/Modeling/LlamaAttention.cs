@@ -45,7 +45,7 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
         var q = q_proj.call(input).view(b, t, heads, headDim).transpose(1, 2);
         var k = k_proj.call(input).view(b, t, kvHeads, headDim).transpose(1, 2);
         var v = v_proj.call(input).view(b, t, kvHeads, headDim).transpose(1, 2);
-        var (cos, sin) = RotaryEmbedding.Tables(t, headDim, ropeTheta, input.device, q.dtype);
+        var (cos, sin) = RotaryEmbedding.SharedTables(t, headDim, ropeTheta, input.device, q.dtype);
         q = RotaryEmbedding.Apply(q, cos, sin);
         k = RotaryEmbedding.Apply(k, cos, sin);
         if (kvHeads != heads)

@@ -31,6 +31,13 @@ public sealed class LlamaModel : Module<Tensor, Tensor>
     /// <summary>The decoder layers, in order (slots may be replaced by wrappers, e.g. sharding).</summary>
     public ModuleList<Module<Tensor, Tensor>> Layers => layers;
 
+    /// <summary>
+    /// Activation checkpointing of every decoder layer while grad mode is on (Hugging Face's
+    /// <c>gradient_checkpointing_enable()</c>): only each layer's input is kept, and backward recomputes the layer (see
+    /// <see cref="ActivationCheckpoint"/>). Off by default.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
     /// <inheritdoc/>
     /// <exception cref="SequenceTooLongException">T exceeds <see cref="LlamaConfig.MaxPositionEmbeddings"/>.</exception>
     public override Tensor forward(Tensor input)
@@ -44,9 +51,10 @@ public sealed class LlamaModel : Module<Tensor, Tensor>
         SequenceTooLongException.ThrowIfTooLong(input.shape[1], Config);
         using var scope = NewDisposeScope();
         var h = embed_tokens.call(input);
+        var checkpoint = GradientCheckpointing && is_grad_enabled();
         foreach (var layer in layers)
         {
-            h = layer.call(h);
+            h = checkpoint ? ActivationCheckpoint.Apply(layer, h) : layer.call(h);
         }
 
         return norm.call(h).MoveToOuterDisposeScope();
