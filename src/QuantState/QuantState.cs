@@ -102,25 +102,36 @@ public sealed class QuantState
     /// </summary>
     public Dictionary<string, Tensor> ToDictionary()
     {
+        var result = PackedMetadata();
+        result["absmax"] = Absmax.cpu();
+        if (State2 is not null)
+        {
+            result["nested_absmax"] = State2.Absmax.cpu();
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// The entries of <see cref="ToDictionary"/> that are not per-block statistics: <c>quant_map</c>,
+    /// [<c>nested_quant_map</c>] and the packed JSON, as new CPU tensors. They are the same on every rank of a sharded
+    /// model, so sharded checkpoints store them whole.
+    /// </summary>
+    public Dictionary<string, Tensor> PackedMetadata()
+    {
         if (QuantType is not BnbDist.QuantType type)
         {
             throw new InvalidOperationException("Only 4-bit quant states (NF4/FP4) have bitsandbytes' packed serialized form.");
         }
 
         // Code books may be the shared CodeBooks cache: hand out copies, so disposing the dictionary is always safe.
-        var result = new Dictionary<string, Tensor>
-        {
-            ["absmax"] = Absmax.cpu(),
-            ["quant_map"] = CopyToCpu(Code),
-        };
+        var result = new Dictionary<string, Tensor> { ["quant_map"] = CopyToCpu(Code) };
         if (State2 is not null)
         {
-            result["nested_absmax"] = State2.Absmax.cpu();
             result["nested_quant_map"] = CopyToCpu(State2.Code);
         }
 
-        var blob = Encoding.UTF8.GetBytes(PackedJson());
-        result[PackedKey(type)] = tensor(blob, ScalarType.Byte);
+        result[PackedKey(type)] = tensor(Encoding.UTF8.GetBytes(PackedJson()), ScalarType.Byte);
         return result;
     }
 
