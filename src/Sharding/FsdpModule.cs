@@ -233,7 +233,7 @@ public sealed class FsdpModule
             }
         }
 
-        result[ModelMetadata.TensorName] = ModelMetadata.Of(this).ToTensor();
+        result[ModelMetadata.TensorName] = tensor(ModelMetadata.Of(this).ToBytes(), ScalarType.Byte);
         return result;
     }
 

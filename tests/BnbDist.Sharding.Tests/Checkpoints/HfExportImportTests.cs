@@ -129,7 +129,7 @@ public class HfExportImportTests
         var adapterFile = Path.Combine(adapterDir, ModelSurgery.AdapterFile);
         var (file, key, kind) = damage switch
         {
-            "missing-key" => Rewrite(modelFile, "block.nf4.weight.absmax", null, CheckpointError.Corrupt),
+            "missing-key" => Rewrite(modelFile, "block.nf4.weight.absmax", null, CheckpointError.Incomplete),
             "corrupt-json" => Rewrite(modelFile, "block.fp4.weight.quant_state.bitsandbytes__fp4", tensor(Encoding.UTF8.GetBytes("{\"quant_type\": \"fp4\", \"blocksize\":")), CheckpointError.Corrupt),
             "short-weight" => Rewrite(modelFile, "block.nf4.weight", zeros([100, 1], ScalarType.Byte), CheckpointError.BadIndex),
             "lora-shape" => Rewrite(adapterFile, "base_model.model.block.fp4.lora_A.weight", zeros([HfModels.R, 321]), CheckpointError.Mismatch),

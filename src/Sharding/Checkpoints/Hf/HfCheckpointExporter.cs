@@ -19,7 +19,7 @@ public sealed record HfExportResult(int ModelTensors, int ModelFiles, int Adapte
 /// under bitsandbytes' keys exactly as <see cref="HfCheckpoint.Save"/> writes an unsharded model — and, when the model
 /// has LoRA layers, a peft adapter (<c>adapter_model.safetensors</c>, <c>adapter_config.json</c>). Bytes are moved,
 /// never re-quantized; float parameters are cast from their f32 shards back to the model's dtype. Optimizer state and
-/// per-rank extras are left out.
+/// per-rank extras are left out. Byte-level: no libtorch is loaded (bnbrun uses it).
 /// </summary>
 public static class HfCheckpointExporter
 {
@@ -36,118 +36,90 @@ public static class HfCheckpointExporter
         ArgumentOutOfRangeException.ThrowIfLessThan(maxShardBytes, 1L);
         using var folder = CheckpointFolder.Open(source);
         var replicatedFile = folder.FilePath(CheckpointPaths.ReplicatedFile);
-        var replicated = folder.ReadReplicated(verify);
-        var hold = new List<Tensor>(); // statistics read for checking, written later
-        try
+        var replicated = folder.Index.Replicated.ToDictionary(r => r.Name, r => (Record: r, Bytes: ReadBytes(folder, r, verify)), StringComparer.Ordinal);
+        if (!replicated.TryGetValue(ModelMetadata.TensorName, out var metaBytes))
         {
-            if (!replicated.TryGetValue(ModelMetadata.TensorName, out var metaTensor))
-            {
-                throw new CheckpointException(CheckpointError.Mismatch, replicatedFile, ModelMetadata.TensorName,
-                    "missing: the checkpoint was not saved from a FullyShard model's ReplicatedState (or by an older version), so its module layout is unknown.");
-            }
-
-            var meta = ModelMetadata.Parse(metaTensor, replicatedFile);
-            var model = new List<FileEntry>();
-            var adapter = new List<FileEntry>();
-            foreach (var prefix in replicated.Keys.Select(HfNames.QuantizedPrefix).OfType<string>().Order(StringComparer.Ordinal))
-            {
-                model.AddRange(Quantized(folder, prefix, replicated, meta, hold, verify));
-            }
-
-            foreach (var (name, dtypeName) in meta.Params)
-            {
-                var (key, isAdapter) = HfNames.ToHf(name, meta.Lora.Keys);
-                (isAdapter ? adapter : model).Add(Float(folder, name, key, dtypeName, verify));
-            }
-
-            var duplicate = model.Concat(adapter).GroupBy(e => e.Key).FirstOrDefault(g => g.Count() > 1);
-            if (duplicate is not null)
-            {
-                throw new CheckpointException(CheckpointError.BadIndex, replicatedFile, duplicate.Key, "two checkpoint tensors map to this Hugging Face key.");
-            }
-
-            PrepareEmpty(directory);
-            var files = WriteModel(directory, model, maxShardBytes);
-            if (meta.Lora.Count > 0)
-            {
-                var adapterDir = adapterDirectory ?? Path.Combine(directory, "adapter");
-                PrepareEmpty(adapterDir);
-                CheckpointFileWriter.Write(Path.Combine(adapterDir, ModelSurgery.AdapterFile), adapter, PtFormat);
-                DurableFiles.WriteAllText(Path.Combine(adapterDir, ModelSurgery.AdapterConfigFile), ModelSurgery.AdapterConfigJson(LoraConfigOf(meta, replicatedFile)), ModelSurgery.AdapterConfigFile);
-            }
-
-            return new HfExportResult(model.Count, files, meta.Lora.Count > 0 ? adapter.Count : 0);
+            throw new CheckpointException(CheckpointError.Mismatch, replicatedFile, ModelMetadata.TensorName,
+                "missing: the checkpoint was not saved from a FullyShard model's ReplicatedState (or by an older version), so its module layout is unknown.");
         }
-        finally
+
+        var meta = ModelMetadata.Parse(metaBytes.Bytes, replicatedFile);
+        var model = new List<FileEntry>();
+        var adapter = new List<FileEntry>();
+        foreach (var prefix in replicated.Keys.Select(HfNames.QuantizedPrefix).OfType<string>().Order(StringComparer.Ordinal))
         {
-            foreach (var t in replicated.Values.Concat(hold))
-            {
-                t.Dispose();
-            }
+            model.AddRange(Quantized(folder, prefix, replicated, meta, verify));
         }
+
+        foreach (var (name, dtypeName) in meta.Params)
+        {
+            var (key, isAdapter) = HfNames.ToHf(name, meta.Lora.Keys);
+            (isAdapter ? adapter : model).Add(Float(folder, name, key, dtypeName, verify));
+        }
+
+        var duplicate = model.Concat(adapter).GroupBy(e => e.Key).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate is not null)
+        {
+            throw new CheckpointException(CheckpointError.BadIndex, replicatedFile, duplicate.Key, "two checkpoint tensors map to this Hugging Face key.");
+        }
+
+        PrepareEmpty(directory);
+        var files = WriteModel(directory, model, maxShardBytes);
+        if (meta.Lora.Count > 0)
+        {
+            var adapterDir = adapterDirectory ?? Path.Combine(directory, "adapter");
+            PrepareEmpty(adapterDir);
+            CheckpointFileWriter.Write(Path.Combine(adapterDir, ModelSurgery.AdapterFile), adapter, PtFormat);
+            DurableFiles.WriteAllText(Path.Combine(adapterDir, ModelSurgery.AdapterConfigFile), ModelSurgery.AdapterConfigJson(LoraConfigOf(meta, replicatedFile)), ModelSurgery.AdapterConfigFile);
+        }
+
+        return new HfExportResult(model.Count, files, meta.Lora.Count > 0 ? adapter.Count : 0);
     }
 
     private static readonly Dictionary<string, string> PtFormat = new() { ["format"] = "pt" };
 
-    /// <summary>
-    /// A 4-bit layer's six bitsandbytes entries, after checking them as bitsandbytes would load them (the packed JSON,
-    /// the statistics' sizes, the packed weight's length).
-    /// </summary>
-    private static IEnumerable<FileEntry> Quantized(CheckpointFolder folder, string prefix, Dictionary<string, Tensor> replicated, ModelMetadata meta,
-        List<Tensor> hold, bool verify)
+    private static byte[] ReadBytes(CheckpointFolder folder, StoredTensorRecord r, bool verify)
     {
-        var stats = replicated.Where(kv => kv.Key.StartsWith(prefix + "weight.", StringComparison.Ordinal) && kv.Key != prefix + HfNames.NestedOffset)
-            .ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
-        foreach (var component in HfNames.ShardedComponents.Skip(1))
-        {
-            if (folder.Index.TensorRecord(prefix + component) is not null)
-            {
-                var t = folder.ReadFull(prefix + component, verify);
-                hold.Add(t);
-                stats[prefix + component] = t;
-            }
-        }
+        using var ms = new MemoryStream();
+        folder.ReadStored(r, chunk => ms.Write(chunk), verify);
+        return ms.ToArray();
+    }
 
-        QuantState state;
-        try
-        {
-            state = QuantState.FromDictionary(stats);
-        }
-        catch (QuantStateFormatException ex)
-        {
-            var key = ex.Key.StartsWith(prefix, StringComparison.Ordinal) ? ex.Key : prefix + "weight." + ex.Key;
-            throw new CheckpointException(CheckpointError.Corrupt, folder.FilePath(CheckpointPaths.ReplicatedFile), key, ex.Message, ex);
-        }
-
-        var weight = folder.Index.TensorRecord(prefix + "weight")
-            ?? throw new CheckpointException(CheckpointError.Incomplete, folder.IndexPath, prefix + "weight", "missing: the checkpoint has its quant state but not the packed weight.");
-        if (weight.DType != "U8" || weight.Length != (state.NumElements + 1) / 2)
-        {
-            throw new CheckpointException(CheckpointError.BadIndex, folder.IndexPath, weight.Name,
-                $"must be U8 with {(state.NumElements + 1) / 2} elements for a [{string.Join(", ", state.Shape)}] weight; it is {weight.DType} with {weight.Length}.");
-        }
-
-        var whole = new ShardRange(0, weight.Length);
-        return stats.Select(kv => new FileEntry(HfNames.ToHf(kv.Key, meta.Lora.Keys).Key, kv.Value.dtype, kv.Value.shape, sink => TensorBytes.WriteTo(kv.Value, sink)))
-            .Prepend(new FileEntry(HfNames.ToHf(weight.Name, meta.Lora.Keys).Key, ScalarType.Byte, weight.GlobalShape, sink => folder.ReadSlice(weight, whole, sink, verify)));
+    /// <summary>A 4-bit layer's bitsandbytes entries, checked as bitsandbytes would load them, every byte as saved.</summary>
+    private static IEnumerable<FileEntry> Quantized(CheckpointFolder folder, string prefix, Dictionary<string, (StoredTensorRecord Record, byte[] Bytes)> replicated,
+        ModelMetadata meta, bool verify)
+    {
+        var blobKey = replicated.Keys.Single(k => HfNames.QuantizedPrefix(k) == prefix);
+        var sharded = HfNames.ShardedComponents.Select(c => folder.Index.TensorRecord(prefix + c)).OfType<ShardedTensorRecord>().ToList();
+        var stored = replicated.Values.Where(r => r.Record.Name.StartsWith(prefix + "weight.", StringComparison.Ordinal) && r.Record.Name != prefix + HfNames.NestedOffset).ToList();
+        (string, long)? Info(string key) =>
+            sharded.FirstOrDefault(t => t.Name == key) is { } t ? (t.DType, t.Length)
+            : replicated.TryGetValue(key, out var r) ? (r.Record.DType, r.Record.Shape.Aggregate(1L, (a, b) => a * b)) : null;
+        QuantizedLayerCheck.Check(prefix, blobKey, replicated[blobKey].Bytes, Info,
+            [.. folder.Index.Tensors.Select(t => t.Name).Concat(replicated.Keys).Where(k => k.StartsWith(prefix + "weight.", StringComparison.Ordinal))],
+            key => sharded.Any(t => t.Name == key) ? folder.IndexPath : folder.FilePath(CheckpointPaths.ReplicatedFile), prefix + HfNames.NestedOffset);
+        return sharded.Select(t => new FileEntry(HfNames.ToHf(t.Name, meta.Lora.Keys).Key, Parse(t.DType), t.GlobalShape, sink => folder.ReadSlice(t, new ShardRange(0, t.Length), sink, verify)))
+            .Concat(stored.Select(r => new FileEntry(HfNames.ToHf(r.Record.Name, meta.Lora.Keys).Key, Parse(r.Record.DType), r.Record.Shape, sink => sink(r.Bytes))));
     }
 
     private static FileEntry Float(CheckpointFolder folder, string name, string key, string dtypeName, bool verify)
     {
         var t = folder.Index.TensorRecord(name)
             ?? throw new CheckpointException(CheckpointError.Incomplete, folder.IndexPath, name, "missing: the model metadata lists this parameter but the checkpoint has no such sharded tensor.");
-        if (!SafeTensorsFile.TryParseDType(dtypeName, out var dtype) || t.DType != "F32")
+        if (!SafeTensorsFile.TryParseDType(dtypeName, out var dtype) || !FloatConverter.Supports(dtype) || t.DType != "F32")
         {
             throw new CheckpointException(CheckpointError.BadIndex, folder.IndexPath, name, $"a float parameter must be stored as F32 for module dtype {dtypeName}; it is {t.DType}.");
         }
 
         return new FileEntry(key, dtype, t.GlobalShape, sink =>
         {
-            using var scope = NewDisposeScope();
-            var full = folder.ReadFull(name, verify);
-            TensorBytes.WriteTo(full.dtype == dtype ? full : full.to_type(dtype), sink);
+            var converter = new FloatConverter(ScalarType.Float32, dtype, sink);
+            folder.ReadSlice(t, new ShardRange(0, t.Length), converter.Write, verify);
+            converter.Finish();
         });
     }
+
+    private static ScalarType Parse(string dtype) => SafeTensorsFile.TryParseDType(dtype, out var d) ? d : throw new ArgumentException($"unknown dtype {dtype}", nameof(dtype));
 
     /// <summary>Writes the model files as <see cref="HfCheckpoint.Save"/> splits them (ordinal key order; index last); returns how many.</summary>
     private static int WriteModel(string directory, List<FileEntry> entries, long maxShardBytes)

@@ -10,7 +10,7 @@ namespace BnbDist.Sharding.Checkpoints;
 /// Reads a Hugging Face bnb-4bit model folder (and optionally a peft LoRA adapter) into a sharded checkpoint for any
 /// world size, as a FullyShard model of that structure would save it: packed weights and statistics byte for byte
 /// (never re-quantized), float parameters as f32 shards, the metadata <see cref="HfCheckpointExporter"/> needs, no
-/// optimizer state. Load it with <see cref="ShardedCheckpointer"/> and <see cref="FsdpModule.LoadShardedState"/>.
+/// optimizer state. Byte-level: no libtorch is loaded (bnbrun uses it). Load it with <see cref="ShardedCheckpointer"/> and <see cref="FsdpModule.LoadShardedState"/>.
 /// </summary>
 public static class HfCheckpointImporter
 {
@@ -40,7 +40,6 @@ public static class HfCheckpointImporter
         var lora = adapterDirectory is null ? new Dictionary<string, LoraMetadata>() : ReadAdapterConfig(adapterDirectory, model);
         var adapter = adapterDirectory is null ? null : HfModelFiles.OpenFile(Path.Combine(adapterDirectory, ModelSurgery.AdapterFile));
         var plan = new ImportPlan();
-        using var scope = NewDisposeScope(); // the small tensors read for checking and replication
         var quantizedPrefixes = model.Keys.Select(HfNames.QuantizedPrefix).OfType<string>().ToList();
         foreach (var prefix in quantizedPrefixes)
         {
@@ -69,7 +68,7 @@ public static class HfCheckpointImporter
             Params = new(plan.FloatDTypes, StringComparer.Ordinal),
             Lora = new(lora, StringComparer.Ordinal),
         };
-        plan.Replicated.Add(Stored(ModelMetadata.TensorName, metadata.ToTensor()));
+        plan.Replicated.Add(Stored(ModelMetadata.TensorName, ScalarType.Byte, metadata.ToBytes()));
 
         Directory.CreateDirectory(destination);
         var manifests = Enumerable.Range(0, worldSize).Select(rank => RankFileWriter.Write(destination, rank, worldSize,
@@ -83,40 +82,25 @@ public static class HfCheckpointImporter
     private static void AddQuantized(ImportPlan plan, HfModelFiles model, string prefix, IEnumerable<string> lora)
     {
         var statKeys = model.Keys.Where(k => k.StartsWith(prefix + "weight.", StringComparison.Ordinal)).ToList();
-        var stats = statKeys.ToDictionary(k => k, model.Read, StringComparer.Ordinal);
-        QuantState state;
-        try
-        {
-            state = QuantState.FromDictionary(stats);
-        }
-        catch (QuantStateFormatException ex)
-        {
-            var key = ex.Key.StartsWith(prefix, StringComparison.Ordinal) ? ex.Key : prefix + "weight." + ex.Key;
-            throw new CheckpointException(CheckpointError.Corrupt, model.FileOf(key), key, ex.Message, ex);
-        }
-
-        var weightKey = prefix + "weight";
-        var info = model.Info(weightKey);
-        if (info.DType != ScalarType.Byte || info.NumElements != (state.NumElements + 1) / 2)
-        {
-            throw new CheckpointException(CheckpointError.BadIndex, model.FileOf(weightKey), weightKey,
-                $"must be uint8 with {(state.NumElements + 1) / 2} elements for the [{string.Join(", ", state.Shape)}] weight its quant state describes; it is {info.DType} with {info.NumElements}.");
-        }
+        var blobKey = statKeys.Single(k => HfNames.QuantizedPrefix(k) == prefix);
+        var fields = QuantizedLayerCheck.Check(prefix, blobKey, model.ReadBytes(blobKey),
+            key => model.Contains(key) ? (SafeTensorsFile.DTypeString(model.Info(key).DType), model.Info(key).NumElements) : null, statKeys, model.FileOf);
 
         // The atoms FullyShard cuts a 4-bit weight into (SlotDiscovery): one nested-statistics block of absmax.
-        long blocksPerAtom = state.State2?.BlockSize ?? 256;
+        long blocksPerAtom = fields.NestedBlockSize ?? 256;
         var shardedPrefix = HfNames.FromHf(prefix, lora);
-        plan.Shards.Add(ImportShard.FromFile(model, weightKey, shardedPrefix + "weight", state.BlockSize * blocksPerAtom / 2));
+        plan.Shards.Add(ImportShard.FromFile(model, prefix + "weight", shardedPrefix + "weight", fields.BlockSize * blocksPerAtom / 2));
         plan.Shards.Add(ImportShard.FromFile(model, prefix + "weight.absmax", shardedPrefix + "weight.absmax", blocksPerAtom));
-        if (state.Offset is { } offset)
+        if (fields.NestedOffset is double offset)
         {
             plan.Shards.Add(ImportShard.FromFile(model, prefix + "weight.nested_absmax", shardedPrefix + "weight.nested_absmax", 1));
-            plan.Replicated.Add(Stored(shardedPrefix + HfNames.NestedOffset, offset.reshape(1)));
+            plan.Replicated.Add(Stored(shardedPrefix + HfNames.NestedOffset, ScalarType.Float32, BitConverter.GetBytes((float)offset)));
         }
 
         foreach (var key in statKeys.Where(k => !HfNames.ShardedComponents.Any(c => k == prefix + c)))
         {
-            plan.Replicated.Add(Stored(HfNames.FromHf(key, lora), stats[key]));
+            var info = model.Info(key);
+            plan.Replicated.Add(new StoredSource(HfNames.FromHf(key, lora), info.DType, info.Shape, sink => model.Stream(key, 0, info.End - info.Begin, sink)));
         }
     }
 
@@ -176,17 +160,7 @@ public static class HfCheckpointImporter
         }
 
         var packedKey = model.Keys.FirstOrDefault(k => HfNames.QuantizedPrefix(k) == layer + ".");
-        long[] baseShape;
-        if (packedKey is null)
-        {
-            baseShape = model.Info(baseKey).Shape;
-        }
-        else
-        {
-            using var json = model.Read(packedKey);
-            baseShape = QuantStateShape(json, model.FileOf(packedKey), packedKey);
-        }
-
+        var baseShape = packedKey is null ? model.Info(baseKey).Shape : PackedShape(model, packedKey);
         if (a.Shape.Length != 2 || b.Shape.Length != 2 || baseShape.Length != 2 || a.Shape[0] != b.Shape[1] || a.Shape[1] != baseShape[1] || b.Shape[0] != baseShape[0])
         {
             throw new CheckpointException(CheckpointError.Mismatch, weights.FileOf(aKey), aKey,
@@ -196,24 +170,20 @@ public static class HfCheckpointImporter
         return (int)a.Shape[0];
     }
 
-    private static long[] QuantStateShape(Tensor blob, string file, string key)
+    private static long[] PackedShape(HfModelFiles model, string key)
     {
         try
         {
-            using var doc = JsonDocument.Parse(blob.contiguous().data<byte>().ToArray());
-            return [.. doc.RootElement.GetProperty("shape").EnumerateArray().Select(e => e.GetInt64())];
+            return QuantState.ParsePackedJson(key, model.ReadBytes(key)).Shape;
         }
-        catch (Exception ex) when (ex is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        catch (QuantStateFormatException ex)
         {
-            throw new CheckpointException(CheckpointError.Corrupt, file, key, $"the packed quant state is not JSON with a shape: {ex.Message}", ex);
+            throw new CheckpointException(CheckpointError.Corrupt, model.FileOf(key), key, ex.Message, ex);
         }
     }
 
-    private static StoredSource Stored(string name, Tensor t)
-    {
-        var held = t.contiguous();
-        return new StoredSource(name, held.dtype, held.shape, sink => TensorBytes.WriteTo(held, sink));
-    }
+    private static StoredSource Stored(string name, ScalarType dtype, byte[] bytes) =>
+        new(name, dtype, [bytes.Length / TensorMemory.ElementSize(dtype)], sink => sink(bytes));
 
     /// <summary>What the import writes: sharded tensors (one source each, sliced per rank) and replicated ones.</summary>
     private sealed class ImportPlan
@@ -228,18 +198,19 @@ public static class HfCheckpointImporter
         public void AddFloat(HfModelFiles files, string key, string name)
         {
             var info = files.Info(key);
-            if (info.DType is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16 or ScalarType.Float64))
+            if (!FloatConverter.Supports(info.DType))
             {
                 throw new CheckpointException(CheckpointError.Mismatch, files.FileOf(key), key,
                     $"is {info.DType}: only bitsandbytes 4-bit layers and float parameters can be sharded (8-bit layers are not).");
             }
 
             FloatDTypes[name] = SafeTensorsFile.DTypeString(info.DType);
+            var size = TensorMemory.ElementSize(info.DType);
             Shards.Add(new ImportShard(name, ScalarType.Float32, info.Shape, SlotDiscovery.FloatAtom, (range, sink) =>
             {
-                using var scope = NewDisposeScope();
-                var f32 = files.Read(key).to_type(ScalarType.Float32).reshape(-1).narrow(0, range.Start, range.Length);
-                TensorBytes.WriteTo(f32, sink);
+                var converter = new FloatConverter(info.DType, ScalarType.Float32, sink);
+                files.Stream(key, range.Start * size, range.End * size, converter.Write);
+                converter.Finish();
             }));
         }
     }

@@ -3,7 +3,6 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using BnbDist.Nn.Checkpoints;
 using BnbDist.Serialization;
-using static TorchSharp.torch;
 
 namespace BnbDist.Sharding.Checkpoints;
 
@@ -74,8 +73,19 @@ internal sealed class HfModelFiles
 
     public SafeTensorInfo Info(string key) => FileFor(key).Info(key);
 
-    /// <summary>The whole tensor, on the CPU.</summary>
-    public Tensor Read(string key) => FileFor(key).Read(key);
+    /// <summary>The tensor's bytes (for small tensors).</summary>
+    public byte[] ReadBytes(string key)
+    {
+        var info = Info(key);
+        var bytes = new byte[info.End - info.Begin];
+        var at = 0;
+        Stream(key, 0, bytes.Length, chunk =>
+        {
+            chunk.CopyTo(bytes.AsSpan(at));
+            at += chunk.Length;
+        });
+        return bytes;
+    }
 
     /// <summary>Streams bytes [<paramref name="from"/>, <paramref name="to"/>) of the tensor's data to <paramref name="sink"/>.</summary>
     public void Stream(string key, long from, long to, ByteSink sink)

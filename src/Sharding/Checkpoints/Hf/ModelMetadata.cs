@@ -3,7 +3,6 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using BnbDist.Nn.Lora;
 using BnbDist.Serialization;
-using static TorchSharp.torch;
 
 namespace BnbDist.Sharding.Checkpoints;
 
@@ -54,23 +53,18 @@ public sealed record ModelMetadata
         };
     }
 
-    /// <summary>The metadata as a u8 tensor of UTF-8 JSON.</summary>
-    public Tensor ToTensor() => tensor(JsonSerializer.SerializeToUtf8Bytes(this, Json), ScalarType.Byte);
+    /// <summary>The metadata as UTF-8 JSON (stored as a u8 tensor).</summary>
+    public byte[] ToBytes() => JsonSerializer.SerializeToUtf8Bytes(this, Json);
 
-    /// <summary>Parses the metadata tensor; a malformed one is a <see cref="CheckpointException"/> (BadIndex) naming <paramref name="file"/>.</summary>
-    public static ModelMetadata Parse(Tensor value, string file)
+    /// <summary>Parses the metadata tensor's bytes; malformed ones are a <see cref="CheckpointException"/> (BadIndex) naming <paramref name="file"/>.</summary>
+    public static ModelMetadata Parse(byte[] value, string file)
     {
         ArgumentNullException.ThrowIfNull(value);
         CheckpointException Bad(string problem, Exception? inner = null) => new(CheckpointError.BadIndex, file, TensorName, problem, inner);
-        if (value.dtype != ScalarType.Byte)
-        {
-            throw Bad($"must be a u8 JSON tensor; got {value.dtype}.");
-        }
-
         ModelMetadata? m;
         try
         {
-            m = JsonSerializer.Deserialize<ModelMetadata>(value.contiguous().data<byte>().ToArray(), Json);
+            m = JsonSerializer.Deserialize<ModelMetadata>(value, Json);
         }
         catch (JsonException ex)
         {
@@ -79,7 +73,7 @@ public sealed record ModelMetadata
 
         if (m is null || m.Format != FormatName || m.Params is null || m.Lora is null)
         {
-            throw Bad($"not {FormatName} metadata: {Encoding.UTF8.GetString(value.contiguous().data<byte>().ToArray())}");
+            throw Bad($"not {FormatName} metadata: {Encoding.UTF8.GetString(value)}");
         }
 
         return m;
