@@ -5,7 +5,7 @@ using BnbDist.Sharding.Checkpoints;
 namespace BnbDist.Launcher;
 
 /// <summary>
-/// <c>bnbrun checkpoint inspect|verify|reshard|export DIR</c>: offline tools for sharded checkpoints. DIR is a checkpoint
+/// <c>bnbrun checkpoint inspect|verify|reshard|export DIR</c> and <c>import MODEL</c>: offline tools for sharded checkpoints. DIR is a checkpoint
 /// folder (<c>step-K</c>) or a root holding several (then the latest complete one is used, and inspect/verify cover all).
 /// Exit codes: 0 fine, 1 a checkpoint is damaged or incomplete, 2 bad arguments.
 /// </summary>
@@ -40,17 +40,48 @@ internal static class CheckpointCommand
             return 0;
         }));
 
-        var exportOut = new Option<string>("--out") { Description = "The safetensors file to write.", Required = true };
-        var export = new Command("export", "Write the consolidated full tensors (and replicated ones) to one safetensors file.") { dir, exportOut, noVerify };
+        var exportOut = new Option<string>("--out") { Description = "The safetensors file to write (--format hf: the model folder).", Required = true };
+        var format = new Option<string>("--format") { Description = "safetensors: one file of the full tensors under their own names; hf: a Hugging Face bnb-4bit model folder plus a peft adapter.", DefaultValueFactory = _ => "safetensors" };
+        format.AcceptOnlyFromAmong("safetensors", "hf");
+        var adapterOut = new Option<string?>("--adapter-out") { Description = "--format hf: the peft adapter folder (default: OUT/adapter)." };
+        var maxShard = new Option<long>("--max-shard-bytes") { Description = "--format hf: largest model file before splitting into shards with model.safetensors.index.json.", DefaultValueFactory = _ => 5L << 30 };
+        var export = new Command("export", "Write the consolidated full tensors: one safetensors file, or (--format hf) a Hugging Face bnb-4bit model and peft adapter.") { dir, exportOut, format, adapterOut, maxShard, noVerify };
         export.SetAction(p => Guard(() =>
         {
             var source = Resolve(p.GetValue(dir)!);
-            var count = CheckpointExporter.Export(source, p.GetValue(exportOut)!, !p.GetValue(noVerify));
-            Console.WriteLine($"exported {count} tensors of {source} to {p.GetValue(exportOut)}");
+            var outPath = p.GetValue(exportOut)!;
+            if (p.GetValue(format) == "hf")
+            {
+                var r = HfCheckpointExporter.Export(source, outPath, p.GetValue(adapterOut), p.GetValue(maxShard), !p.GetValue(noVerify));
+                Console.WriteLine($"exported {r.ModelTensors} model tensors in {r.ModelFiles} file(s) and {r.AdapterTensors} adapter tensors of {source} to {outPath}");
+                return 0;
+            }
+
+            var count = CheckpointExporter.Export(source, outPath, !p.GetValue(noVerify));
+            Console.WriteLine($"exported {count} tensors of {source} to {outPath}");
             return 0;
         }));
 
-        return new Command("checkpoint", "Inspect, verify, reshard or export sharded checkpoints.") { inspect, verify, reshard, export };
+        var hfDir = new Argument<string>("model") { Description = "A Hugging Face bnb-4bit model folder (model.safetensors or a sharded index)." };
+        var adapterIn = new Option<string?>("--adapter") { Description = "A peft LoRA adapter folder to import with the model." };
+        var importOut = new Option<string>("--out") { Description = "The checkpoint folder to write (e.g. ROOT/step-0).", Required = true };
+        var worldSize = new Option<int>("--world-size") { Description = "Ranks to lay the checkpoint out for (any world size loads it).", DefaultValueFactory = _ => 1 };
+        var import = new Command("import", "Write a sharded checkpoint from a Hugging Face bnb-4bit model (and peft adapter), bytes unchanged.") { hfDir, adapterIn, importOut, worldSize };
+        import.SetAction(p => Guard(() =>
+        {
+            var n = p.GetValue(worldSize);
+            if (n < 1)
+            {
+                Console.Error.WriteLine($"bnbrun checkpoint import: --world-size must be positive; got {n}.");
+                return 2;
+            }
+
+            var index = HfCheckpointImporter.Import(p.GetValue(hfDir)!, p.GetValue(adapterIn), p.GetValue(importOut)!, n);
+            Console.WriteLine($"imported {index.Tensors.Count} sharded and {index.Replicated.Count} replicated tensors for {n} rank(s): {p.GetValue(importOut)}");
+            return 0;
+        }));
+
+        return new Command("checkpoint", "Inspect, verify, reshard, export or import sharded checkpoints.") { inspect, verify, reshard, export, import };
     }
 
     private static int Guard(Func<int> body)

@@ -102,25 +102,36 @@ public sealed class QuantState
     /// </summary>
     public Dictionary<string, Tensor> ToDictionary()
     {
+        var result = PackedMetadata();
+        result["absmax"] = Absmax.cpu();
+        if (State2 is not null)
+        {
+            result["nested_absmax"] = State2.Absmax.cpu();
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// The entries of <see cref="ToDictionary"/> that are not per-block statistics: <c>quant_map</c>,
+    /// [<c>nested_quant_map</c>] and the packed JSON, as new CPU tensors. They are the same on every rank of a sharded
+    /// model, so sharded checkpoints store them whole.
+    /// </summary>
+    public Dictionary<string, Tensor> PackedMetadata()
+    {
         if (QuantType is not BnbDist.QuantType type)
         {
             throw new InvalidOperationException("Only 4-bit quant states (NF4/FP4) have bitsandbytes' packed serialized form.");
         }
 
         // Code books may be the shared CodeBooks cache: hand out copies, so disposing the dictionary is always safe.
-        var result = new Dictionary<string, Tensor>
-        {
-            ["absmax"] = Absmax.cpu(),
-            ["quant_map"] = CopyToCpu(Code),
-        };
+        var result = new Dictionary<string, Tensor> { ["quant_map"] = CopyToCpu(Code) };
         if (State2 is not null)
         {
-            result["nested_absmax"] = State2.Absmax.cpu();
             result["nested_quant_map"] = CopyToCpu(State2.Code);
         }
 
-        var blob = Encoding.UTF8.GetBytes(PackedJson());
-        result[PackedKey(type)] = tensor(blob, ScalarType.Byte);
+        result[PackedKey(type)] = tensor(Encoding.UTF8.GetBytes(PackedJson()), ScalarType.Byte);
         return result;
     }
 
@@ -204,6 +215,28 @@ public sealed class QuantState
         return new QuantState(absmax.to(device), shape, dtype, blocksize, quantMap.to(device), packedType, offset, state2);
     }
 
+    /// <summary>
+    /// Reads the packed JSON of a 4-bit state (the u8 tensor <paramref name="key"/>, e.g.
+    /// <c>weight.quant_state.bitsandbytes__nf4</c>) without any tensor, so byte-level tools can check a checkpoint.
+    /// </summary>
+    /// <exception cref="QuantStateFormatException">Malformed JSON, a missing, extra or mistyped field, or a quant_type that disagrees with the key.</exception>
+    public static PackedQuantStateFields ParsePackedJson(string key, byte[] json)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        ArgumentNullException.ThrowIfNull(json);
+        var f = ParseFields(key, json);
+        var type = ParseQuantType(f.RequireString("quant_type"), key);
+        var suffix = key[(key.LastIndexOf("__", StringComparison.Ordinal) + 2)..];
+        if (ParseQuantType(suffix, key) != type)
+        {
+            throw new QuantStateFormatException(key, $"quant_type \"{QuantTypeName(type)}\" disagrees with the key suffix \"{suffix}\".");
+        }
+
+        var nested = f.Has("nested_blocksize");
+        return new PackedQuantStateFields(type, f.RequireInt("blocksize"), ParseDType(f.RequireString("dtype"), key), f.RequireShape("shape"),
+            nested ? f.RequireInt("nested_blocksize") : null, nested ? f.RequireDouble("nested_offset") : null);
+    }
+
     /// <summary>bitsandbytes' name of a dtype ("float32", "bfloat16", "float16", ...).</summary>
     public static string DTypeName(ScalarType dtype) => dtype switch
     {
@@ -266,7 +299,11 @@ public sealed class QuantState
             throw new QuantStateFormatException(key, $"must be a 1-D uint8 tensor of UTF-8 JSON; got {blob.dtype} [{string.Join(", ", blob.shape)}].");
         }
 
-        var bytes = blob.cpu().contiguous().data<byte>().ToArray();
+        return ParseFields(key, blob.cpu().contiguous().data<byte>().ToArray());
+    }
+
+    private static PackedFields ParseFields(string key, byte[] bytes)
+    {
         try
         {
             using var doc = JsonDocument.Parse(bytes);
@@ -360,6 +397,22 @@ public sealed class QuantState
             return e;
         }
     }
+}
+
+/// <summary>The non-tensor fields of a packed 4-bit quant state (see <see cref="QuantState.ParsePackedJson"/>).</summary>
+/// <param name="QuantType">NF4 or FP4.</param>
+/// <param name="BlockSize">Elements per block.</param>
+/// <param name="DType">dtype of the original tensor.</param>
+/// <param name="Shape">Shape of the original tensor.</param>
+/// <param name="NestedBlockSize">Absmax values per nested block when double-quantized, else null.</param>
+/// <param name="NestedOffset">The double-quant offset, else null.</param>
+public sealed record PackedQuantStateFields(QuantType QuantType, int BlockSize, ScalarType DType, long[] Shape, int? NestedBlockSize, double? NestedOffset)
+{
+    /// <summary>Elements of the original tensor.</summary>
+    public long NumElements => Shape.Aggregate(1L, (a, b) => a * b);
+
+    /// <summary>Quantization blocks (absmax values).</summary>
+    public long Blocks => (NumElements + BlockSize - 1) / BlockSize;
 }
 
 /// <summary>A serialized quant state that is missing entries, has extra ones, or holds inconsistent values.</summary>

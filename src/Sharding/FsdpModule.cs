@@ -1,4 +1,5 @@
 using BnbDist.Collectives;
+using BnbDist.Sharding.Checkpoints;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -217,11 +218,30 @@ public sealed class FsdpModule
             new ShardedTensor(g.Prefix + s.Name, s.Local, s.Shape, s.Layout, s.UnitsPerAtom, s.Rank))).ToList();
     }
 
-    /// <summary>The small tensors every rank holds whole and equal (double-quant offsets), by name; rank 0's copy is what a checkpoint saves.</summary>
+    /// <summary>
+    /// The small tensors every rank holds whole and equal, by name; rank 0's copy is what a checkpoint saves: the model's
+    /// double-quant offsets, and metadata that makes a checkpoint readable without the model (new CPU tensors each call):
+    /// each 4-bit layer's <c>weight.quant_map</c>, <c>weight.nested_quant_map</c> and packed
+    /// <c>weight.quant_state.bitsandbytes__nf4|fp4</c> (bitsandbytes' keys), and <see cref="ModelMetadata.TensorName"/>
+    /// (float parameters' dtypes, LoRA settings).
+    /// </summary>
     public IReadOnlyDictionary<string, Tensor> ReplicatedState()
     {
         RequireRoot(nameof(ReplicatedState));
-        return Groups.SelectMany(g => g.Group.Replicated.Select(r => (Name: g.Prefix + r.Name, r.Tensor))).ToDictionary(r => r.Name, r => r.Tensor);
+        var result = ReplicatedTargets().ToDictionary(r => r.Name, r => r.Tensor);
+        foreach (var (prefix, group) in Groups)
+        {
+            foreach (var (layerPrefix, layer) in group.Quantized)
+            {
+                foreach (var (key, value) in layer.QuantState!.PackedMetadata())
+                {
+                    result[prefix + layerPrefix + "weight." + key] = value;
+                }
+            }
+        }
+
+        result[ModelMetadata.TensorName] = tensor(ModelMetadata.Of(this).ToBytes(), ScalarType.Byte);
+        return result;
     }
 
     /// <summary>
@@ -237,7 +257,8 @@ public sealed class FsdpModule
         Reshard();
         using (no_grad())
         {
-            foreach (var (name, target) in ReplicatedState())
+            // Only the model's own tensors are copied; the metadata entries describe the checkpoint, not the model.
+            foreach (var (name, target) in ReplicatedTargets())
             {
                 if (!replicated.TryGetValue(name, out var value) || value.numel() != target.numel())
                 {
@@ -358,6 +379,13 @@ public sealed class FsdpModule
 
         return result;
     }
+
+    /// <summary>Every float parameter's full name and module dtype (its shard is f32).</summary>
+    internal IEnumerable<(string Name, ScalarType DType)> FloatSlots() =>
+        Groups.SelectMany(g => g.Group.Slots.Where(s => s.Buffer == SlotBuffer.Params).Select(s => (g.Prefix + s.Name, s.DType)));
+
+    private IEnumerable<(string Name, Tensor Tensor)> ReplicatedTargets() =>
+        Groups.SelectMany(g => g.Group.Replicated.Select(r => (g.Prefix + r.Name, r.Tensor)));
 
     private void RequireRoot(string operation)
     {

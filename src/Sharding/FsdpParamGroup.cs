@@ -26,11 +26,12 @@ internal sealed class FsdpParamGroup
     private Task? pendingGather;
 
     public FsdpParamGroup(string name, IReadOnlyList<ShardSlot> slots, IReadOnlyList<(string Name, Tensor Tensor)> replicated,
-        ICommunicator comm, Device device)
+        IReadOnlyList<(string Prefix, BnbDist.Nn.Linear4bit Layer)> quantized, ICommunicator comm, Device device)
     {
         Name = name;
         Slots = slots;
         Replicated = replicated;
+        Quantized = quantized;
         this.comm = comm;
         this.device = device;
         foreach (var s in slots)
@@ -55,6 +56,9 @@ internal sealed class FsdpParamGroup
 
     /// <summary>Small tensors every rank holds whole and equal (double-quant offsets), by name.</summary>
     public IReadOnlyList<(string Name, Tensor Tensor)> Replicated { get; }
+
+    /// <summary>The group's 4-bit layers by module path prefix (relative to the block, like slot names).</summary>
+    public IReadOnlyList<(string Prefix, BnbDist.Nn.Linear4bit Layer)> Quantized { get; }
 
     /// <summary>Per-rank f32 elements in one gradient reduce-scatter.</summary>
     public long GradChunk { get; }

@@ -55,7 +55,7 @@ public static class FullyShard
 
         var excluded = new HashSet<nn.Module>(wrappedBelow.Select(d => d.module), ReferenceEqualityComparer.Instance);
         var device = FirstDevice(module);
-        var (specs, replicated) = SlotDiscovery.Discover(module, excluded);
+        var (specs, replicated, quantized) = SlotDiscovery.Discover(module, excluded);
         ShardFingerprint.Verify(comm, specs.Select(s => s.Describe()).ToList(), $"the tensors of {module.GetName()}", device);
         if (options.SyncModuleStates && comm.WorldSize > 1)
         {
@@ -68,7 +68,7 @@ public static class FullyShard
         }
 
         var slots = specs.Select(s => new ShardSlot(s.Name, s.Target, s.UnitsPerAtom, comm.Rank, comm.WorldSize, s.Trainable, s.Quantized)).ToList();
-        var group = new FsdpParamGroup(module.GetName(), slots, replicated, comm, device);
+        var group = new FsdpParamGroup(module.GetName(), slots, replicated, quantized, comm, device);
         var handle = new FsdpModule(module, comm, options, group, children, device);
         Wrapped.Add(module, handle);
         lock (ApplyOrder)

@@ -19,24 +19,28 @@ internal static class SlotDiscovery
     /// <summary>
     /// The tensors of <paramref name="module"/> and its descendants, except those under <paramref name="excluded"/>
     /// (blocks that have their own group), and the replicated tensors that must agree across ranks (double-quant
-    /// offsets). Tensors seen twice (tied weights) are sharded once.
+    /// offsets), and the 4-bit layers by module path prefix (whose quantization metadata checkpoints record).
+    /// Tensors seen twice (tied weights) are sharded once.
     /// </summary>
-    public static (List<SlotSpec> Slots, List<(string Name, Tensor Tensor)> Replicated) Discover(nn.Module module, ISet<nn.Module> excluded)
+    public static (List<SlotSpec> Slots, List<(string Name, Tensor Tensor)> Replicated, List<(string Prefix, Linear4bit Layer)> Quantized) Discover(
+        nn.Module module, ISet<nn.Module> excluded)
     {
         var slots = new List<SlotSpec>();
         var replicated = new List<(string, Tensor)>();
+        var quantized = new List<(string, Linear4bit)>();
         var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
-        Walk(module, string.Empty, excluded, slots, replicated, seen);
-        return (slots, replicated);
+        Walk(module, string.Empty, excluded, slots, replicated, quantized, seen);
+        return (slots, replicated, quantized);
     }
 
     private static void Walk(nn.Module module, string prefix, ISet<nn.Module> excluded, List<SlotSpec> slots,
-        List<(string Name, Tensor Tensor)> replicated, HashSet<Tensor> seen)
+        List<(string Name, Tensor Tensor)> replicated, List<(string Prefix, Linear4bit Layer)> quantized, HashSet<Tensor> seen)
     {
         var isQuantized = module is Linear4bit or Linear8bitLt;
         if (module is Linear4bit q)
         {
             AddQuantized(q, prefix, slots, replicated, seen);
+            quantized.Add((prefix, q));
         }
         else if (module is Linear8bitLt q8)
         {
@@ -62,7 +66,7 @@ internal static class SlotDiscovery
         {
             if (!excluded.Contains(child))
             {
-                Walk(child, prefix + name + ".", excluded, slots, replicated, seen);
+                Walk(child, prefix + name + ".", excluded, slots, replicated, quantized, seen);
             }
         }
     }

@@ -136,7 +136,10 @@ public class FullyShardUsageTests
 
         var saved = rootA.ShardedState().ToDictionary(s => s.Name, s => s.Local.clone());
         var replicated = rootA.ReplicatedState().ToDictionary(r => r.Key, r => r.Value.clone());
-        Assert.Equal(6, replicated.Count); // the double-quant offset of each 4-bit weight (2 layers x gate/up/down)
+        // Each 4-bit weight (2 layers x gate/up/down) has its double-quant offset, quant_map, nested_quant_map and packed
+        // quant-state JSON; plus one model metadata entry.
+        Assert.Equal(6, replicated.Keys.Count(k => k.EndsWith(".weight.nested_offset", StringComparison.Ordinal)));
+        Assert.Equal((6 * 4) + 1, replicated.Count);
         var b = QLoraModel();
         var rootB = Wrap(b, comm);
         rootB.LoadShardedState(saved, replicated);

@@ -44,6 +44,7 @@ public sealed class LoraLinear : Module<Tensor, Tensor>, ILinearLayer
         Rank = r;
         Alpha = alpha;
         Scaling = alpha / r;
+        DropoutProbability = dropout;
         base_layer = baseLayer;
         var device = baseLayer.parameters().FirstOrDefault()?.device ?? CPU;
         lora_A = Linear(InFeatures, r, hasBias: false, device: device);
@@ -76,6 +77,9 @@ public sealed class LoraLinear : Module<Tensor, Tensor>, ILinearLayer
 
     /// <summary>alpha / r.</summary>
     public double Scaling { get; }
+
+    /// <summary>Dropout probability on the adapter's input (peft's <c>lora_dropout</c>).</summary>
+    public double DropoutProbability { get; }
 
     /// <summary>The adapted (frozen) layer.</summary>
     public Module<Tensor, Tensor> BaseLayer => base_layer;

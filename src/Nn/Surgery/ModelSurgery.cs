@@ -55,6 +55,15 @@ public sealed record LoraConfig
 /// </summary>
 public static class ModelSurgery
 {
+    /// <summary>peft's adapter weights file name.</summary>
+    public const string AdapterFile = "adapter_model.safetensors";
+
+    /// <summary>peft's adapter config file name.</summary>
+    public const string AdapterConfigFile = "adapter_config.json";
+
+    /// <summary>peft's key prefix of adapter weights: <c>{prefix}{module name}.lora_A.weight</c>.</summary>
+    public const string AdapterKeyPrefix = "base_model.model.";
+
     /// <summary>Replaces every <c>nn.Linear</c> below <paramref name="root"/> (except skipped names) by its quantized counterpart, copying weights.</summary>
     /// <returns>The dotted names of the replaced layers.</returns>
     public static IReadOnlyList<string> QuantizeLinears(Module root, BitsAndBytesConfig config)
@@ -122,14 +131,21 @@ public static class ModelSurgery
         var tensors = new Dictionary<string, Tensor>();
         foreach (var (name, layer) in Adapters(root))
         {
-            foreach (var (k, v) in layer.AdapterStateDict($"base_model.model.{name}."))
+            foreach (var (k, v) in layer.AdapterStateDict($"{AdapterKeyPrefix}{name}."))
             {
                 tensors[k] = v;
             }
         }
 
-        SafeTensorsFile.Save(Path.Combine(directory, "adapter_model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-        var json = JsonSerializer.Serialize(new Dictionary<string, object>
+        SafeTensorsFile.Save(Path.Combine(directory, AdapterFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        File.WriteAllText(Path.Combine(directory, AdapterConfigFile), AdapterConfigJson(config));
+    }
+
+    /// <summary>The <c>adapter_config.json</c> text peft writes for <paramref name="config"/>.</summary>
+    public static string AdapterConfigJson(LoraConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return JsonSerializer.Serialize(new Dictionary<string, object>
         {
             ["peft_type"] = "LORA",
             ["task_type"] = "CAUSAL_LM",
@@ -140,18 +156,17 @@ public static class ModelSurgery
             ["bias"] = "none",
             ["inference_mode"] = false,
         }, new JsonSerializerOptions { WriteIndented = true });
-        File.WriteAllText(Path.Combine(directory, "adapter_config.json"), json);
     }
 
     /// <summary>Loads peft-style adapter weights into the model's existing <see cref="LoraLinear"/> layers (all must be present).</summary>
     public static void LoadAdapter(Module root, string directory)
     {
-        var path = Path.Combine(directory, "adapter_model.safetensors");
+        var path = Path.Combine(directory, AdapterFile);
         var tensors = SafeTensorsFile.Load(path);
         var used = new HashSet<string>();
         foreach (var (name, layer) in Adapters(root))
         {
-            var prefix = $"base_model.model.{name}.";
+            var prefix = $"{AdapterKeyPrefix}{name}.";
             layer.LoadAdapterStateDict(tensors, prefix);
             used.Add(prefix + "lora_A.weight");
             used.Add(prefix + "lora_B.weight");

@@ -69,4 +69,28 @@ public class ProcessTests
         Assert.Equal(1, missing.ExitCode);
         Assert.Contains("rank-2-of-3.safetensors: missing", missing.Output, StringComparison.Ordinal);
     }
+
+    /// <summary><c>bnbrun checkpoint export --format hf</c> writes the model and adapter; <c>checkpoint import</c> reads them back for 3 ranks, bytes unchanged.</summary>
+    [Fact]
+    public void CheckpointToolsExportAndImportHuggingFaceFolders()
+    {
+        using var tmp = new TempFolder();
+        var ckpt = HfModels.SaveSharded(tmp.Sub("root"), 2, seed: 7);
+        var hf = tmp.Sub("hf");
+        var export = BuiltPrograms.Run(BuiltPrograms.Bnbrun, "checkpoint", "export", tmp.Sub("root"), "--out", hf, "--format", "hf");
+        Assert.True(export.ExitCode == 0, export.Output);
+        Assert.Contains("exported 16 model tensors in 1 file(s) and 4 adapter tensors", export.Output, StringComparison.Ordinal);
+
+        var imported = CheckpointPaths.StepFolder(tmp.Sub("imported"), 0);
+        var import = BuiltPrograms.Run(BuiltPrograms.Bnbrun, "checkpoint", "import", hf, "--adapter", Path.Combine(hf, "adapter"), "--out", imported, "--world-size", "3");
+        Assert.True(import.ExitCode == 0, import.Output);
+        Assert.Equal(3, CheckpointIndex.Read(imported).WorldSize);
+        using var a = CheckpointFolder.Open(ckpt);
+        using var b = CheckpointFolder.Open(imported);
+        Assert.All(b.Index.Tensors, t => Assert.Equal(CheckpointTestData.Bytes(a.ReadFull(t.Name)), CheckpointTestData.Bytes(b.ReadFull(t.Name))));
+
+        var bad = BuiltPrograms.Run(BuiltPrograms.Bnbrun, "checkpoint", "import", tmp.Sub("nothing-here"), "--out", tmp.Sub("x"));
+        Assert.Equal(1, bad.ExitCode);
+        Assert.Contains("model.safetensors", bad.Output, StringComparison.Ordinal);
+    }
 }

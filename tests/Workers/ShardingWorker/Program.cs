@@ -5,6 +5,8 @@
 //   --reference            one process, no FullyShard, the whole global batch (the run sharded runs must reproduce)
 //   --steps N              training steps (default 20)
 //   --mismatch-rank R      rank R builds a different model (to test the error on every rank)
+//   --save-dir D --save-at K   save a sharded checkpoint (model + 8-bit optimizer state) to root D after step K
+//   --resume-dir D --resume-step K   load step K from root D (any saved world size) and train steps K..N-1
 using System.Globalization;
 using System.Text.Json;
 using BnbDist.Collectives;
@@ -12,9 +14,9 @@ using BnbDist.Nn.Surgery;
 using BnbDist.Optim8bit;
 using BnbDist.Optim8bit.Config;
 using BnbDist.Sharding;
+using BnbDist.Sharding.Checkpoints;
 using ShardingWorker;
 using TorchSharp;
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 string Arg(string name, string fallback)
@@ -48,11 +50,11 @@ return DistributedEnvironment.RunWorker(env =>
 
     if (reference)
     {
-        var trainable = model.parameters().Where(p => p.requires_grad).ToList();
-        var losses = Train(model, trainable, steps, 0, 1, loss =>
+        using var refOptimizer = new AdamW8bit(model.parameters().Where(p => p.requires_grad).ToList(), lr: LearningRate, weightDecay: 0.01);
+        var losses = Train(model, refOptimizer, 0, steps, 0, 1, loss =>
         {
             loss.backward();
-        }, null);
+        }, null, null);
         Write(losses, Trainable(model));
         return 0;
     }
@@ -68,7 +70,34 @@ return DistributedEnvironment.RunWorker(env =>
 
         var root = FullyShard.Apply(model, comm);
         ShardedOptimizer.ConfigureStateBits(root, GlobalOptimManager.Instance);
-        var losses = Train(model, root.Parameters(), steps, env.Rank, env.WorldSize, root.Backward, comm);
+        using var optimizer = new AdamW8bit(root.Parameters(), lr: LearningRate, weightDecay: 0.01);
+        var start = 0;
+        if (Arg("--resume-dir", string.Empty) is { Length: > 0 } resumeDir)
+        {
+            using var checkpointer = new ShardedCheckpointer(resumeDir, comm);
+            using var loaded = checkpointer.Load(new CheckpointLoadOptions { Step = long.Parse(Arg("--resume-step", "0"), CultureInfo.InvariantCulture) });
+            var shards = loaded.Sharded.ToDictionary(kv => kv.Key, kv => kv.Value.Local);
+            root.LoadShardedState(shards.Where(kv => !kv.Key.StartsWith("optim.", StringComparison.Ordinal)).ToDictionary(), loaded.Replicated);
+            ShardedOptimizer.Load(root, optimizer, shards, loaded.Replicated);
+            start = (int)loaded.Step;
+        }
+
+        Action<int>? afterStep = null;
+        if (Arg("--save-dir", string.Empty) is { Length: > 0 } saveDir)
+        {
+            var saveAt = int.Parse(Arg("--save-at", "1"), CultureInfo.InvariantCulture);
+            afterStep = done =>
+            {
+                if (done == saveAt)
+                {
+                    var (optimSharded, optimReplicated) = ShardedOptimizer.State(root, optimizer);
+                    using var checkpointer = new ShardedCheckpointer(saveDir, comm);
+                    checkpointer.Save(done, new CheckpointState([.. root.ShardedState(), .. optimSharded], root.ReplicatedState().Concat(optimReplicated).ToDictionary()));
+                }
+            };
+        }
+
+        var losses = Train(model, optimizer, start, steps, env.Rank, env.WorldSize, root.Backward, comm, afterStep);
         root.Unshard();
         var weights = Trainable(model);
         root.Reshard();
@@ -84,14 +113,14 @@ return DistributedEnvironment.RunWorker(env =>
     return 0;
 });
 
-static List<double> Train(TinyLm model, IReadOnlyList<Parameter> parameters, int steps, int rank, int world,
-    Action<Tensor> backward, ICommunicator? comm)
+// Trains steps [from, steps) with 8-bit blockwise AdamW (32-bit state below 4096 elements of the whole tensor, as
+// bitsandbytes); step s always sees the same global batch, so a resumed run sees what an uninterrupted one would.
+static List<double> Train(TinyLm model, AdamW8bit optimizer, int from, int steps, int rank, int world,
+    Action<Tensor> backward, ICommunicator? comm, Action<int>? afterStep)
 {
-    // 8-bit blockwise AdamW (32-bit state below 4096 elements of the whole tensor, as bitsandbytes).
-    using var optimizer = new AdamW8bit(parameters, lr: LearningRate, weightDecay: 0.01);
     var losses = new List<double>();
     var per = GlobalBatch / world;
-    for (var step = 0; step < steps; step++)
+    for (var step = from; step < steps; step++)
     {
         using var scope = NewDisposeScope();
         var gen = new Generator((ulong)(1000 + step));
@@ -105,6 +134,7 @@ static List<double> Train(TinyLm model, IReadOnlyList<Parameter> parameters, int
         optimizer.zero_grad();
         backward(loss);
         optimizer.step();
+        afterStep?.Invoke(step + 1);
     }
 
     return losses;
