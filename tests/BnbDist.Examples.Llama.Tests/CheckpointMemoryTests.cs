@@ -50,7 +50,9 @@ public sealed class CheckpointMemoryTests
         ActivationCheckpoint.ThrowIfBackwardFailed();
         Settle();
         var backwardKept = NativeHeap.AllocatedBytes()!.Value - afterForward;
-        Assert.True(backwardKept < 2 * hiddenBytes, $"backward left {backwardKept} bytes for {Chain} layers of {hiddenBytes}");
+        // Legitimately kept: the chain input's gradient (one output), plus allocator slack; a per-layer leak of even one
+        // output would make it Chain + 1.
+        Assert.True(backwardKept < 4 * hiddenBytes, $"backward left {backwardKept} bytes for {Chain} layers of {hiddenBytes}");
         Assert.NotNull(layer.parameters().First(p => p.requires_grad).grad);
     }
 
