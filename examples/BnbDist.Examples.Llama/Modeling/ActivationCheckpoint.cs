@@ -40,13 +40,17 @@ public static class ActivationCheckpoint
             return module.call(input);
         }
 
+        // apply leaves an empty_like of the output (TorchSharp's cache for materializing missing gradients) in the current
+        // DisposeScope, alive until that scope ends: one more layer output per checkpoint for the whole forward. With
+        // materialize_grads off it is never read, so a scope of our own frees it at once and only the output leaves.
+        using var scope = NewDisposeScope();
         if (input.requires_grad)
         {
-            return CheckpointFunction.apply(input, module, true);
+            return CheckpointFunction.apply(input, module, true).MoveToOuterDisposeScope();
         }
 
-        using var x = input.detach().requires_grad_(true);
-        return CheckpointFunction.apply(x, module, false);
+        var x = input.detach().requires_grad_(true);
+        return CheckpointFunction.apply(x, module, false).MoveToOuterDisposeScope();
     }
 
     /// <summary>Throws the first error a checkpointed backward caught since the last call (and clears it).</summary>
@@ -81,8 +85,18 @@ public static class ActivationCheckpoint
             return module.call(x);
         }
 
+        /// <summary>
+        /// Input gradients this thread returned to the engine. The engine takes its own reference as soon as backward
+        /// returns, but our wrapper would keep the storage alive until the GC finalizes it (on CUDA backward runs on the
+        /// engine's worker thread, outside any DisposeScope): a layer's worth of gradient per checkpoint. The next backward
+        /// on the same thread, which necessarily starts after the engine took its reference, disposes them.
+        /// </summary>
+        [ThreadStatic]
+        private static List<Tensor>? returnedGradients;
+
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
         {
+            ReleaseReturnedGradients();
             try
             {
                 if (grad_output is null || grad_output.IsInvalid)
@@ -111,6 +125,11 @@ public static class ActivationCheckpoint
                     gradX?.DetachFromDisposeScope();
                 }
 
+                if (gradX is not null)
+                {
+                    (returnedGradients ??= []).Add(gradX);
+                }
+
                 return [gradX!, null!, null!];
             }
 #pragma warning disable CA1031 // an exception must not cross into the native engine: it aborts the process
@@ -119,6 +138,24 @@ public static class ActivationCheckpoint
             {
                 RecordBackwardError(ex);
                 return [null!, null!, null!];
+            }
+            finally
+            {
+                // Our wrapper of the engine's gradient (created outside any scope on CUDA's worker thread): drop it now
+                // rather than at finalization; the engine keeps its own reference as long as it needs one.
+                if (grad_output is { IsInvalid: false })
+                {
+                    grad_output.Dispose();
+                }
+            }
+        }
+
+        private static void ReleaseReturnedGradients()
+        {
+            if (returnedGradients is { Count: > 0 } returned)
+            {
+                returned.ForEach(t => t.Dispose());
+                returned.Clear();
             }
         }
     }
