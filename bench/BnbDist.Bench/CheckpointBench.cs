@@ -74,7 +74,11 @@ internal sealed class CheckpointBench(string folder, long totalBytes, int repeat
             });
             Add(rows, "checkpoint_save_async_total", bytes, async, rawWrite, "async save until committed (host copy + write), median");
             Add(rows, "checkpoint_save_async_stall_first", bytes, stall[0], rawWrite, "first async save: time until SaveAsync returns (host copy into fresh buffers)");
-            Add(rows, "checkpoint_save_async_stall_reused", bytes, Median(stall.Skip(1).ToList()), rawWrite, "later async saves: time until SaveAsync returns (copy into the kept host buffers)");
+            if (stall.Count > 1)
+            {
+                // Only later saves reuse the kept host buffers: a single repeat has none.
+                Add(rows, "checkpoint_save_async_stall_reused", bytes, Median(stall.Skip(1).ToList()), rawWrite, "later async saves: time until SaveAsync returns (copy into the kept host buffers)");
+            }
 
             return new JsonObject
             {
