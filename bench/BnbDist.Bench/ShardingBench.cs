@@ -169,17 +169,7 @@ internal static class ShardingBench
     /// <summary>The model shapes: TinyLlama-1.1B's, and a tiny one for CPU tests (sizes not multiples of the atoms, so shards pad).</summary>
     public static LlamaConfig Config(string preset) => preset switch
     {
-        "tinyllama" => new LlamaConfig
-        {
-            VocabSize = 32000,
-            HiddenSize = 2048,
-            IntermediateSize = 5632,
-            NumHiddenLayers = 22,
-            NumAttentionHeads = 32,
-            NumKeyValueHeads = 4,
-            MaxPositionEmbeddings = 2048,
-            RmsNormEps = 1e-5,
-        },
+        "tinyllama" => LlamaConfig.TinyLlama1B,
         "tiny" => new LlamaConfig
         {
             VocabSize = 300,

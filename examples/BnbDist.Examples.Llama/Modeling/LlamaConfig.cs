@@ -10,6 +10,23 @@ namespace BnbDist.Examples.Llama.Modeling;
 /// </summary>
 public sealed record LlamaConfig
 {
+    /// <summary>
+    /// TinyLlama-1.1B's shape (hidden 2048, 22 layers, 32 heads, 4 KV heads, MLP 5632, vocab 32000, untied head): the
+    /// ≥ 1B model of the speed and sharding figures, with random weights.
+    /// </summary>
+    public static readonly LlamaConfig TinyLlama1B = new()
+    {
+        VocabSize = 32000,
+        HiddenSize = 2048,
+        IntermediateSize = 5632,
+        NumHiddenLayers = 22,
+        NumAttentionHeads = 32,
+        NumKeyValueHeads = 4,
+        MaxPositionEmbeddings = 2048,
+        RmsNormEps = 1e-5,
+        TieWordEmbeddings = false,
+    };
+
     /// <summary>Embedding rows (token ids 0..vocab_size-1).</summary>
     [JsonPropertyName("vocab_size")]
     public int VocabSize { get; init; } = 32000;

@@ -9,19 +9,8 @@ namespace BnbDist.Examples.QLoRA.Reference;
 /// </summary>
 public sealed record ReferenceOptions
 {
-    /// <summary>TinyLlama-1.1B's shape: hidden 2048, 22 layers, 32 heads, 4 KV heads, MLP 5632, vocab 32000, untied head.</summary>
-    public static readonly LlamaConfig TinyLlamaShape = new()
-    {
-        VocabSize = 32000,
-        HiddenSize = 2048,
-        IntermediateSize = 5632,
-        NumHiddenLayers = 22,
-        NumAttentionHeads = 32,
-        NumKeyValueHeads = 4,
-        MaxPositionEmbeddings = 2048,
-        RmsNormEps = 1e-5,
-        TieWordEmbeddings = false,
-    };
+    /// <summary>TinyLlama-1.1B's shape (<see cref="LlamaConfig.TinyLlama1B"/>).</summary>
+    public static LlamaConfig TinyLlamaShape => LlamaConfig.TinyLlama1B;
 
     /// <summary>A tiny shape with the same structure (GQA 2:1, untied head) for CPU tests of the same code path.</summary>
     public static readonly LlamaConfig TinyTestShape = new()
