@@ -1,4 +1,3 @@
-using BnbDist.Optim8bit;
 using BnbDist.Optim8bit.Kernels.Cuda;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -6,11 +5,11 @@ using static TorchSharp.torch;
 namespace BnbDist.Bench;
 
 /// <summary>
-/// The optimizer rows of issue #4 (CUDA only): one step of the fused 8-bit AdamW and Lion kernels and of TorchSharp's
-/// own AdamW on the same 4 f32 parameters of 64M elements; a 200-tensor model (log-uniform sizes 1K..16M, fixed
-/// seed) against the same element count in 4 tensors; optimizer state bytes per parameter. Bytes per element: what
-/// the step must move (8-bit AdamW: param, grad read, param written = 12, two state bytes read and written = 4).
-/// PagedAdamW8bit is timed through the optimizer class (paging is the class's job), states resident and paged.
+/// The fused-kernel optimizer rows of issue #4 (CUDA only): one step of the 8-bit AdamW and Lion kernels and the 32-bit
+/// AdamW kernel on 4 f32 parameters of 64M elements; a 200-tensor model (log-uniform sizes 1K..16M, fixed seed)
+/// against the same element count in 4 tensors; optimizer state bytes per parameter. Bytes per element: what the step
+/// must move (8-bit AdamW: param, grad read, param written = 12, two state bytes read and written = 4). The rows timed
+/// through optimizer classes (TorchSharp's AdamW, PagedAdamW8bit) come from <see cref="OptimizerClassBench"/>.
 /// </summary>
 internal sealed class OptimizerBench(Device device, Timing timing)
 {
@@ -49,16 +48,6 @@ internal sealed class OptimizerBench(Device device, Timing timing)
             yield return Row("adamw32bit_step_4x64M", t, 28 * group.Elements, $"fused kernel, one launch; state {group.StateBytesPerParam:F4} bytes/param", group.StateBytesPerParam);
         }
 
-        foreach (var r in TorchAdamW())
-        {
-            yield return r;
-        }
-
-        foreach (var mode in new[] { PagedMode.Resident, PagedMode.Paged })
-        {
-            yield return PagedAdamW8bitStep(mode);
-        }
-
         var rng = new Random(42);
         var sizes = Enumerable.Range(0, 200).Select(_ => (long)Math.Exp(Math.Log(1024) + (rng.NextDouble() * (Math.Log(16L << 20) - Math.Log(1024))))).ToArray();
         var total = sizes.Sum();
@@ -73,64 +62,6 @@ internal sealed class OptimizerBench(Device device, Timing timing)
             var t = timing.Measure(i => group.Step8bit(CudaOptimRule.Adam, hyper with { Step = i + 1 }));
             yield return Row("adamw8bit_step_same_elements_4_tensors", t, 16 * group.Elements, $"{group.Elements} elements in 4 tensors (baseline of the 200-tensor row)");
         }
-    }
-
-    // TorchSharp's AdamW (its own per-parameter ops) on 4 f32 parameters of 64M elements with gradients set by backward.
-    private IEnumerable<BenchResult> TorchAdamW()
-    {
-        var ps = ParametersWithGrads();
-        var opt = optim.AdamW(ps, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01);
-        try
-        {
-            var t = timing.Measure(_ => opt.step());
-            StateBytes["torch_adamw"] = "8.0000";
-            yield return Row("torch_adamw_step_4x64M", t, 28 * 4 * M64, "TorchSharp optim.AdamW (per-parameter ops, f32 states); state 8.0000 bytes/param", 8.0);
-        }
-        finally
-        {
-            opt.Dispose();
-            ps.ForEach(p => p.Dispose());
-        }
-    }
-
-    // PagedAdamW8bit.step() on 4 f32 parameters of 64M elements. Resident: states on the GPU, the fused step. Paged:
-    // states in pinned host memory, staged page by page; its row also names the device bytes the staging holds.
-    private BenchResult PagedAdamW8bitStep(PagedMode mode)
-    {
-        var ps = ParametersWithGrads();
-        var opt = new PagedAdamW8bit(ps, lr: 1e-3, weightDecay: 0.01, paging: new PagingOptions(mode));
-        try
-        {
-            var t = timing.Measure(_ => opt.step());
-            var elements = 4 * M64;
-            var stateBytes = opt.States.Sum(s => Bytes(s.State1) + Bytes(s.State2) + Bytes(s.Absmax1) + Bytes(s.Absmax2));
-            var perParam = (double)stateBytes / elements;
-            var name = mode == PagedMode.Resident ? "paged_adamw8bit_step_4x64M_resident" : "paged_adamw8bit_step_4x64M_paged";
-            var where = mode == PagedMode.Resident
-                ? "states resident on the GPU"
-                : $"states in host memory, staged in pages; device staging {(double)opt.StagingBytes / elements:F4} bytes/param";
-            StateBytes[name] = $"{perParam:F4}";
-            return Row(name, t, 16 * elements, $"PagedAdamW8bit.step(), {where}; state {perParam:F4} bytes/param", perParam);
-        }
-        finally
-        {
-            opt.Dispose();
-            ps.ForEach(p => p.Dispose());
-        }
-    }
-
-    // 4 f32 parameters of 64M elements with gradients set by backward.
-    private List<TorchSharp.Modules.Parameter> ParametersWithGrads()
-    {
-        var ps = Enumerable.Range(0, 4).Select(_ => new TorchSharp.Modules.Parameter(randn(M64, device: device))).ToList();
-        foreach (var p in ps)
-        {
-            using var g = randn(M64, device: device);
-            using var loss = (p * g).sum();
-            loss.backward();
-        }
-
-        return ps;
     }
 
     private static long Bytes(Tensor? t) => t is null ? 0 : t.numel() * t.element_size();
